@@ -1,0 +1,220 @@
+"""The training engine behind ``train.pretrain``: model, bank, optimiser, one epoch, monitoring.
+
+Split from :mod:`cl_analysis.train` (which holds ``TrainConfig`` and the run-directory logic) to
+keep modules small. The step order of the memory-bank regime follows the authors (Wang & Liu
+§5.1, InstDisc): loss against the bank, backward, SGD step, then the bank update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import augment, data, gradients, losses, metrics
+from .memory_bank import MemoryBank
+from .models import ContrastiveModel, build_model
+from .schedules import lr_at
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+MONITOR_QUERIES = 1000  # augmented train anchors per epoch scored against the bank (authors: 1000)
+
+
+def _hard_k(config: TrainConfig, columns: int) -> int | None:
+    """K of the hard losses for a similarity matrix with ``columns`` (positive + negatives)."""
+    if config.loss not in ("hard", "hard_simple"):
+        return None
+    negatives = columns - 1
+    if config.hard_fraction is not None:
+        return min(max(1, round(config.hard_fraction * columns)), negatives)
+    if config.hard_k > negatives:
+        raise ValueError(f"hard_k={config.hard_k} exceeds the {negatives} negatives per anchor "
+                         f"({config.regime} regime); lower hard_k or set hard_fraction")
+    return int(config.hard_k)
+
+
+def compute_loss(config: TrainConfig, similarity: torch.Tensor,
+                 positive: torch.Tensor) -> torch.Tensor:
+    """The configured loss (mean over anchors) on a (B, M) similarity matrix."""
+    name, tau = config.loss, config.temperature
+    k = _hard_k(config, similarity.shape[1])
+    if name in ("info_nce", "nt_xent"):
+        return losses.info_nce(similarity, positive, tau, reduction="mean")
+    if name == "simple":
+        return losses.simple(similarity, positive, lam=config.simple_lam)
+    if name == "hard":
+        return losses.hard_info_nce(similarity, positive, tau, k=k)
+    if name == "hard_simple":
+        return losses.hard_simple(similarity, positive, k=k)
+    return losses.tau_zero_limit(similarity, positive)
+
+
+class Trainer:
+    """Model, bank, optimiser, augmentation and RNG of one run; ``train_epoch`` does one epoch."""
+
+    def __init__(self, config: TrainConfig, train_set: data.ImageDataset, device: torch.device):
+        self.config, self.device = config, device
+        self.cuda = device.type == "cuda"
+        self.images = train_set.images.to(device)  # (N, 3, H, W) uint8, resident on the device
+        self.labels = train_set.labels.to(device)  # (N,)
+        torch.manual_seed(config.seed)
+        self.model: ContrastiveModel = build_model(config.model, config.head, config.embedding_dim,
+                                                   config.convnet_widths).to(device)
+        if self.cuda and config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.bank = None
+        if config.regime == "memory_bank":
+            g = torch.Generator().manual_seed(config.seed + 1)
+            self.bank = MemoryBank(len(train_set), config.embedding_dim, config.bank_momentum,
+                                   generator=g).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr,
+                                         momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        size = config.image_size
+        self.augment = (augment.PaperAugment(size) if config.augment == "paper"
+                        else augment.SimCLRAugment(size, strength=0.5)).to(device)
+        self.eval_transform = augment.EvalTransform(size).to(device)
+        self.generator = torch.Generator().manual_seed(config.seed + 2)  # data order + augment
+        columns = len(self.images) if self.bank is not None else 2 * config.batch_size - 1
+        _hard_k(config, columns)  # fail before training if K exceeds the negatives
+        self._queries: tuple[torch.Tensor, torch.Tensor] | None = None  # last epoch's anchors
+
+    def autocast(self):
+        """bf16 autocast on CUDA when ``config.amp``; a no-op elsewhere."""
+        enabled = self.cuda and self.config.amp
+        return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    def _embed_views(self, views: torch.Tensor) -> torch.Tensor:
+        if self.cuda and self.config.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            return self.model(views)  # (B, D) float32, unit norm
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Eval-mode z of uint8 images (no augmentation): (N, D) float32 on the device."""
+        was_training = self.model.training
+        self.model.eval()
+        out = [self._embed_views(self.eval_transform(chunk.to(self.device)))
+               for chunk in images.split(batch_size)]
+        self.model.train(was_training)
+        return torch.cat(out)
+
+    def init_bank_from_features(self) -> None:
+        """``bank_init="features"``: fill the bank with eval-mode embeddings of the images."""
+        self.bank.fill(torch.arange(len(self.images), device=self.device), self.embed(self.images))
+
+    def state(self, epoch: int, history: list[dict]) -> dict[str, Any]:
+        """Everything needed to resume after ``epoch`` completed epochs."""
+        rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        if self.cuda:
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"format": 1, "config": self.config.to_dict(), "epoch": epoch,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "bank": self.bank.state_dict() if self.bank is not None else None,
+                "rng": rng, "history": history}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a ``state()`` dict (possibly saved on another device)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.bank is not None:
+            self.bank.load_state_dict(state["bank"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["data"])
+        if self.cuda and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def train_step(self, indices: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor, torch.Tensor]:
+        """One SGD step on the images ``indices`` (B,); returns (loss, similarity, positive, z)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = self.images[indices]  # (B, 3, H, W) uint8
+        if self.bank is not None:
+            z = self._embed_views(self.augment(x, generator=self.generator))  # (B, D)
+            similarity, positive = self.bank.similarity(z), indices  # (B, N), (B,)
+        else:
+            views = self.augment(torch.cat([x, x]), generator=self.generator)  # (2B, 3, S, S)
+            z = self._embed_views(views)  # (2B, D): both views through one BN pass
+            similarity, positive = losses.simclr_similarity(z[: len(x)], z[len(x):])  # (2B, 2B-1)
+        loss = compute_loss(self.config, similarity, positive)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.bank is not None:  # after the step, as the authors: the loss saw the old bank
+            self.bank.update(indices, z.detach())
+        return loss.detach(), similarity.detach(), positive, z.detach()
+
+    def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, Any]:
+        """One pass over a fresh permutation; returns the epoch's log row (no kNN yet)."""
+        cfg, n = self.config, len(self.images)
+        perm = torch.randperm(n, generator=self.generator)  # (N,) CPU
+        if cfg.regime == "simclr":
+            if n < cfg.batch_size:
+                raise ValueError(f"the simclr regime drops partial batches; {n} images < "
+                                 f"batch_size={cfg.batch_size}: lower batch_size")
+            perm = perm[: n - n % cfg.batch_size]
+        batches = perm.split(cfg.batch_size)
+        sums = torch.zeros(4, device=self.device)  # loss, entropy, positive sim, anchors
+        queries, query_labels = [], []
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        for step, idx in enumerate(bar):
+            lr = lr_at(cfg.schedule, epoch, step, len(batches), base_lr=cfg.lr,
+                       total_epochs=cfg.epochs, milestones=cfg.lr_milestones,
+                       gamma=cfg.lr_gamma, warmup_epochs=cfg.warmup_epochs)
+            idx = idx.to(self.device)
+            loss, sim, pos, z = self.train_step(idx, lr)
+            sums[0] += loss
+            if cfg.log_metrics:
+                rows = torch.arange(len(pos), device=self.device)
+                sums[1] += gradients.penalty_entropy(sim, pos, cfg.temperature).sum()
+                sums[2] += sim[rows, pos].float().sum()
+                sums[3] += len(pos)
+                have = sum(len(q) for q in queries)
+                if self.bank is not None and have < MONITOR_QUERIES:
+                    queries.append(z[: MONITOR_QUERIES - have])
+                    query_labels.append(self.labels[idx[: MONITOR_QUERIES - have]])
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        s = sums.tolist()
+        row = {"epoch": epoch + 1, "loss": s[0] / len(batches), "lr": lr,
+               "penalty_entropy": s[1] / s[3] if s[3] else None,
+               "positive_similarity": s[2] / s[3] if s[3] else None}
+        self._queries = (torch.cat(queries), torch.cat(query_labels)) if queries else None
+        return row
+
+    @torch.no_grad()
+    def monitor(self, test_set: data.ImageDataset | None) -> dict[str, Any]:
+        """Monitor: kNN accuracy on the test set, uniformity and tolerance (Eq. 10, 11).
+
+        Memory bank: the authors' protocol, this epoch's first ``MONITOR_QUERIES`` augmented
+        training embeddings against the bank; kNN uses the bank as the training features.
+        SimCLR: eval-mode embeddings of (up to ``monitor_size``) training images.
+        """
+        out: dict[str, Any] = {"knn_accuracy": None, "uniformity": None, "tolerance": None}
+        if self.bank is not None:
+            train_z, train_y = self.bank.bank, self.labels  # (N, D), (N,)
+            if self._queries is not None:
+                q, qy = self._queries
+                out["uniformity"] = float(metrics.uniformity_bank(q, train_z))
+                out["tolerance"] = float(metrics.tolerance_bank(q, qy, train_z, train_y))
+        else:
+            n, cap = len(self.images), self.config.monitor_size
+            g = torch.Generator().manual_seed(self.config.seed)  # the same subset every epoch
+            idx = torch.randperm(n, generator=g)[:cap] if cap is not None and cap < n else \
+                torch.arange(n)
+            idx = idx.to(self.device)
+            train_z, train_y = self.embed(self.images[idx]), self.labels[idx]  # (n, D), (n,)
+            out["uniformity"] = float(metrics.uniformity(train_z))
+            out["tolerance"] = float(metrics.tolerance(train_z, train_y))
+        if test_set is not None and len(test_set):
+            test_z = self.embed(test_set.images)  # (T, D)
+            out["knn_accuracy"] = metrics.knn_accuracy(
+                train_z, train_y, test_z, test_set.labels.to(self.device),
+                k=min(200, len(train_z)), temperature=0.07)  # the InstDisc monitor
+        return out

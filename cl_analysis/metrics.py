@@ -1,0 +1,380 @@
+"""Embedding metrics: uniformity, alignment, tolerance, local separation and kNN accuracy.
+
+Wang & Liu (CVPR 2021) Eq. 10-11 and Fig. 8; Wang & Isola (ICML 2020) Sec. 4. ``z`` is ``(N, D)``
+with L2-normalised rows; ``similarity`` / ``positive`` follow the package's ``(N, M)`` / ``(N,)``
+convention. Half-precision inputs are upcast to float32, float64 is kept. The pairwise metrics
+work in tiles (``chunk_size``) and never build an N x N matrix; ``uniformity_loss`` and
+``alignment`` stay differentiable so they can be trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cl_analysis._checks import (
+    check_choice,
+    check_finite,
+    check_matrix,
+    check_similarity,
+    check_temperature,
+)
+
+__all__ = [
+    "uniformity", "uniformity_loss", "uniformity_bank", "alignment", "tolerance",
+    "tolerance_bank", "local_separation", "knn_predict", "knn_accuracy", "KNN_PROTOCOLS",
+]
+
+KNN_PROTOCOLS: dict[str, dict] = {  # peers.md 3.7; unset keys fall back to _KNN_DEFAULTS
+    "instdisc": dict(k=200, temperature=0.07),  # Wu et al. 2018; the paper's kNN monitor
+    "lightly": dict(k=200, temperature=0.1),
+    "solo": dict(k=20, temperature=0.07, metric="euclidean", weighting="inverse"),
+    "dkobak": dict(k=10, weighting="uniform"),
+}
+_KNN_DEFAULTS = dict(k=200, temperature=0.07, weighting="exp", metric="cosine")
+_UNIT_TOL = 1e-3
+
+
+def _features(name: str, z: Tensor, min_rows: int = 1, unit: bool = True) -> Tensor:
+    """Validate (N, D) features (finite, >= min_rows, unit rows if asked); upcast half."""
+    check_matrix(name, z)
+    if z.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} row(s), got shape {tuple(z.shape)}")
+    check_finite(name, z)
+    if unit:
+        err = (z.detach().norm(dim=1) - 1).abs().max().item()
+        if err > _UNIT_TOL:
+            raise ValueError(
+                f"rows of {name} must have unit norm (max |norm - 1| = {err:.3g}); "
+                "L2-normalise the features first (torch.nn.functional.normalize)"
+            )
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
+def _labels(name: str, y: Tensor, n: int, device: torch.device) -> Tensor:
+    """Validate a (n,) integer label vector; return it as int64 on ``device``."""
+    if not isinstance(y, Tensor) or y.shape != (n,) or y.is_floating_point() or y.is_complex():
+        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"{name} must be an integer tensor of shape ({n},), got {got}")
+    return y.to(device=device, dtype=torch.long)
+
+
+def _positive_number(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0 (Wang & Isola use 2), got {value!r}")
+    return float(value)
+
+
+def _tiles(n: int, chunk_size: int) -> range:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return range(0, n, chunk_size)
+
+
+def _add_tile(acc: Tensor | None, logits: Tensor) -> Tensor:
+    """Streaming log-sum-exp: fold log sum exp(logits) of a fresh tile into ``acc`` (in place)."""
+    m = logits.max().detach()                                     # shift; LSE is invariant to it
+    tile = logits.sub_(m).exp_().sum().log() + m                  # scalar
+    return tile if acc is None else torch.logaddexp(acc, tile)
+
+
+def uniformity_loss(z: Tensor, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
+    """Wang & Isola's uniformity loss log E_{i<j} exp(-t ||z_i - z_j||^2) (paper Eq. 10).
+
+    Signed as Wang & Isola sign it (<= 0, lower is more uniform) and differentiable. Exact over
+    the N(N-1)/2 distinct pairs (self-pairs excluded, as with ``torch.pdist``), computed in
+    upper-triangle tiles with ||x - y||^2 = 2 - 2 x.y and a streaming log-sum-exp.
+
+    Args:
+        z: (N, D) L2-normalised features, N >= 2.
+        t: Gaussian-potential scale t > 0.
+        chunk_size: tile side; extra memory is O(chunk_size^2).
+
+    Returns:
+        Scalar tensor, equal to ``-uniformity(z, t)``.
+    """
+    t = _positive_number("t", t)
+    z = _features("z", z, min_rows=2)
+    n = z.shape[0]
+    z2t = z * (2 * t)                                             # (N, D): tile = 2t s_ij
+    acc = None
+    for a in _tiles(n, chunk_size):
+        for b in range(a, n, chunk_size):
+            logits = z2t[a:a + chunk_size] @ z[b:b + chunk_size].T  # (ca, cb) 2t s_ij
+            if b == a:                                            # keep i < j on the diagonal
+                if logits.shape[0] == 1:
+                    continue
+                lower = torch.ones_like(logits, dtype=torch.bool).tril()
+                logits = logits.masked_fill_(lower, float("-inf"))
+            acc = _add_tile(acc, logits)
+    return acc - 2 * t - math.log(n * (n - 1) / 2)                # log mean exp(2t s - 2t)
+
+
+def uniformity(z: Tensor, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
+    """Uniformity as the paper reports it, -log E_{i<j} exp(-t ||z_i - z_j||^2) (Eq. 10).
+
+    The sign of Table 1 and Figs. 4, 6: larger is more uniform, about 3.9375 for 128-d features
+    uniform on the sphere at t = 2. Exact over distinct pairs and bounded in memory
+    (50,000 x 128 features need O(chunk_size^2) extra); see ``uniformity_loss``.
+
+    Args:
+        z: (N, D) L2-normalised features, N >= 2.
+        t: Gaussian-potential scale t > 0 (the authors' code uses 2).
+        chunk_size: tile side.
+
+    Returns:
+        Scalar tensor (no grad).
+
+    Raises:
+        ValueError: if N < 2, values are NaN/inf, or rows are not unit norm (tolerance 1e-3).
+    """
+    with torch.no_grad():
+        return -uniformity_loss(z, t, chunk_size)
+
+
+@torch.no_grad()
+def uniformity_bank(
+    queries: Tensor, bank: Tensor, t: float = 2.0, chunk_size: int = 4096
+) -> Tensor:
+    """Uniformity in the authors' protocol: -log mean_{q,b} exp(2t s_qb - 2t) (Eq. 10, code form).
+
+    The authors average over all (augmented training feature) x (memory bank) pairs, each
+    query's own bank entry included (negligible for a 50k bank).
+
+    Args:
+        queries: (Q, D) L2-normalised query features.
+        bank: (B, D) L2-normalised bank features.
+        t: Gaussian-potential scale t > 0.
+        chunk_size: tile side.
+
+    Returns:
+        Scalar tensor.
+    """
+    t = _positive_number("t", t)
+    q, bk = _features("queries", queries), _features("bank", bank)
+    if q.shape[1] != bk.shape[1]:
+        raise ValueError(f"queries {tuple(q.shape)} and bank {tuple(bk.shape)} differ in D")
+    q2t, bk = q * (2 * t), bk.to(q.dtype)                         # (Q, D), (B, D)
+    acc = None
+    for a in _tiles(q.shape[0], chunk_size):
+        for b in range(0, bk.shape[0], chunk_size):
+            acc = _add_tile(acc, q2t[a:a + chunk_size] @ bk[b:b + chunk_size].T)  # (cq, cb)
+    return 2 * t + math.log(q.shape[0] * bk.shape[0]) - acc
+
+
+def alignment(z1: Tensor, z2: Tensor, alpha: float = 2.0) -> Tensor:
+    """Wang & Isola's alignment loss E_i ||z1_i - z2_i||^alpha over positive pairs.
+
+    Args:
+        z1: (N, D) L2-normalised features of view 1.
+        z2: (N, D) L2-normalised features of view 2; row i is the positive of z1[i].
+        alpha: exponent alpha > 0.
+
+    Returns:
+        Differentiable scalar in [0, 2^alpha]; lower is better aligned.
+    """
+    alpha = _positive_number("alpha", alpha)
+    z1, z2 = _features("z1", z1), _features("z2", z2)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} must match row for row")
+    return (z1 - z2).pow(2).sum(dim=1).pow(alpha / 2).mean()      # mean_i (||.||^2)^(alpha/2)
+
+
+def _dot_class_sum(z: Tensor, cls: Tensor, sums: Tensor, chunk_size: int) -> Tensor:
+    """Row-wise z_i . sums[cls_i] in row chunks (never an (N, C) or second (N, D) matrix)."""
+    return torch.cat([(z[a:a + chunk_size] * sums[cls[a:a + chunk_size]]).sum(dim=1)
+                      for a in _tiles(z.shape[0], chunk_size)])          # (N,)
+
+
+@torch.no_grad()
+def tolerance(z: Tensor, labels: Tensor, chunk_size: int = 4096) -> Tensor:
+    """Tolerance as the paper's Table 1 reports it: the class-conditional mean cosine (Eq. 11).
+
+    Eq. 11 writes the joint expectation E_{x,y}[f(x)^T f(y) I(l(x) = l(y))], about 1/C smaller;
+    the authors' code (and Table 1) instead averages each anchor's similarity to the other
+    members of its class, then averages over anchors. Exact in O(N D) via per-class sums:
+    (z_i . sum_{j in c(i)} z_j - |z_i|^2) / (n_c(i) - 1). Anchors alone in their class are skipped.
+
+    Args:
+        z: (N, D) L2-normalised features.
+        labels: (N,) integer class labels.
+        chunk_size: rows per chunk.
+
+    Returns:
+        Scalar tensor.
+
+    Raises:
+        ValueError: on bad shapes or values, or if no class has two members.
+    """
+    z = _features("z", z)
+    _, cls = torch.unique(_labels("labels", labels, z.shape[0], z.device), return_inverse=True)
+    c = int(cls.max()) + 1
+    sums = z.new_zeros(c, z.shape[1]).index_add_(0, cls, z)               # (C, D)
+    n_c = torch.bincount(cls, minlength=c)[cls]                           # (N,) class sizes
+    keep = n_c > 1
+    if not keep.any():
+        raise ValueError("tolerance needs a class with at least two samples; check the labels")
+    own = (z * z).sum(dim=1)                                              # (N,) s_ii ~ 1
+    total = _dot_class_sum(z, cls, sums, chunk_size) - own                # (N,) sum_{j != i}
+    return (total / (n_c - 1).clamp_min(1))[keep].mean()
+
+
+@torch.no_grad()
+def tolerance_bank(
+    queries: Tensor, query_labels: Tensor, bank: Tensor, bank_labels: Tensor,
+    chunk_size: int = 4096,
+) -> Tensor:
+    """Tolerance in the authors' protocol: each query's mean similarity to same-class bank entries.
+
+    As in the authors' code every same-label bank entry counts, the query's own entry
+    included. Queries whose class is absent from the bank are skipped.
+
+    Args:
+        queries: (Q, D) L2-normalised query features.
+        query_labels: (Q,) integer labels.
+        bank: (B, D) L2-normalised bank features.
+        bank_labels: (B,) integer labels.
+        chunk_size: rows per chunk.
+
+    Returns:
+        Scalar tensor.
+    """
+    q, bk = _features("queries", queries), _features("bank", bank)
+    if q.shape[1] != bk.shape[1]:
+        raise ValueError(f"queries {tuple(q.shape)} and bank {tuple(bk.shape)} differ in D")
+    yq = _labels("query_labels", query_labels, q.shape[0], q.device)
+    yb = _labels("bank_labels", bank_labels, bk.shape[0], q.device)
+    _, cls = torch.unique(torch.cat([yq, yb]), return_inverse=True)
+    cq, cb, c = cls[: q.shape[0]], cls[q.shape[0]:], int(cls.max()) + 1
+    sums = q.new_zeros(c, q.shape[1]).index_add_(0, cb, bk.to(q.dtype))  # (C, D)
+    n_c = torch.bincount(cb, minlength=c)[cq]                             # (Q,) bank class sizes
+    keep = n_c > 0
+    if not keep.any():
+        raise ValueError("no query label occurs in bank_labels; check the labels")
+    return (_dot_class_sum(q, cq, sums, chunk_size) / n_c.clamp_min(1))[keep].mean()
+
+
+@torch.no_grad()
+def local_separation(similarity: Tensor, positive: Tensor, k: int = 10) -> Tensor:
+    """Positive similarity and the k hardest negative similarities of each anchor (Fig. 8).
+
+    Args:
+        similarity: (N, M) similarities s_ij.
+        positive: (N,) int64 column of each row's positive.
+        k: number of nearest negatives, 1 <= k <= M - 1 (the paper shows 10).
+
+    Returns:
+        (N, k + 1): column 0 is s_ip, columns 1..k the top-k negatives in descending order.
+    """
+    check_similarity(similarity, positive)
+    m = similarity.shape[1]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= m - 1:
+        raise ValueError(f"k must be an int in [1, M - 1] = [1, {m - 1}], got {k!r}")
+    s = similarity if similarity.dtype in (torch.float32, torch.float64) else similarity.float()
+    pos = positive.to(s.device).long().view(-1, 1)                        # (N, 1)
+    negs = s.scatter(1, pos, float("-inf")).topk(int(k), dim=1).values    # (N, k) descending
+    return torch.cat([s.gather(1, pos), negs], dim=1)                     # (N, k + 1)
+
+
+def _knn_options(protocol: str, n_train: int, **given) -> dict:
+    """Resolve kNN settings: explicit kwargs > KNN_PROTOCOLS[protocol] > InstDisc defaults."""
+    check_choice("protocol", protocol, KNN_PROTOCOLS)
+    opts = {**_KNN_DEFAULTS, **KNN_PROTOCOLS[protocol]}
+    opts.update({key: v for key, v in given.items() if v is not None})
+    check_choice("weighting", opts["weighting"], ("exp", "uniform", "inverse"))
+    check_choice("metric", opts["metric"], ("cosine", "euclidean"))
+    k = opts["k"]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n_train:
+        raise ValueError(f"k must be an int in [1, len(train)] = [1, {n_train}], got {k!r}")
+    if opts["weighting"] == "exp":
+        check_temperature(opts["temperature"])
+    return opts
+
+
+@torch.no_grad()
+def knn_predict(
+    train_z: Tensor, train_y: Tensor, test_z: Tensor,
+    k: int | None = None, temperature: float | None = None,
+    weighting: str | None = None, metric: str | None = None, *,
+    protocol: str = "instdisc", num_classes: int | None = None, chunk_size: int = 1024,
+) -> Tensor:
+    """Weighted k-nearest-neighbour class predictions (the InstDisc monitor and its variants).
+
+    Each test point takes its k nearest training points; each neighbour votes for its label with
+    weight exp(s/tau) ("exp", InstDisc; s is the cosine, or minus the Euclidean distance), 1
+    ("uniform", majority vote) or 1/(d + 1e-5) ("inverse", solo-learn's Euclidean vote; d is the
+    distance, 1 - cosine for "cosine"). Settings left None come from ``KNN_PROTOCOLS[protocol]``,
+    then from the InstDisc defaults k=200, temperature=0.07, weighting="exp", metric="cosine".
+    "cosine" L2-normalises both sets; "euclidean" uses the features as given. Vote ties go to
+    the smaller label.
+
+    Args:
+        train_z: (N, D) training (bank) features.
+        train_y: (N,) integer labels in [0, num_classes).
+        test_z: (T, D) query features.
+        k: neighbours, 1 <= k <= N.
+        temperature: tau of the "exp" vote.
+        weighting: "exp" | "uniform" | "inverse".
+        metric: "cosine" | "euclidean".
+        protocol: a key of ``KNN_PROTOCOLS``.
+        num_classes: C; max label + 1 when None.
+        chunk_size: test rows per (chunk, N) score block.
+
+    Returns:
+        (T,) int64 predicted labels.
+    """
+    tr = _features("train_z", train_z, unit=False)
+    te = _features("test_z", test_z, unit=False).to(tr.dtype)
+    if tr.shape[1] != te.shape[1]:
+        raise ValueError(f"train_z {tuple(tr.shape)} and test_z {tuple(te.shape)} differ in D")
+    ytr = _labels("train_y", train_y, tr.shape[0], tr.device)
+    if ytr.min() < 0:
+        raise ValueError("train_y must hold non-negative class indices")
+    opts = _knn_options(protocol, tr.shape[0], k=k, temperature=temperature,
+                        weighting=weighting, metric=metric)
+    c = int(ytr.max()) + 1 if num_classes is None else int(num_classes)
+    if c <= int(ytr.max()):
+        raise ValueError(f"num_classes={c} but train_y holds label {int(ytr.max())}")
+    cosine = opts["metric"] == "cosine"
+    tr = F.normalize(tr, dim=1) if cosine else tr
+    preds = []
+    for a in _tiles(te.shape[0], chunk_size):
+        x = te[a:a + chunk_size]                                          # (c, D)
+        score = F.normalize(x, dim=1) @ tr.T if cosine else -torch.cdist(x, tr)  # (c, N)
+        top, idx = score.topk(int(opts["k"]), dim=1)                      # (c, k) nearest first
+        if opts["weighting"] == "exp":
+            w = torch.exp((top - top[:, :1]) / opts["temperature"])       # (c, k) e^(s/tau) / max
+        elif opts["weighting"] == "inverse":
+            w = 1.0 / ((1.0 - top if cosine else -top) + 1e-5)            # (c, k) 1/(d + eps)
+        else:
+            w = torch.ones_like(top)                                      # (c, k)
+        votes = top.new_zeros(x.shape[0], c).scatter_add_(1, ytr[idx], w)  # (c, C)
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds) if preds else ytr.new_zeros(0)
+
+
+def knn_accuracy(
+    train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y: Tensor,
+    k: int | None = None, temperature: float | None = None,
+    weighting: str | None = None, metric: str | None = None, *,
+    protocol: str = "instdisc", num_classes: int | None = None, chunk_size: int = 1024,
+) -> float:
+    """Top-1 accuracy of ``knn_predict`` (see it for the arguments) on ``(test_z, test_y)``.
+
+    ``protocol`` picks a peer setting from ``KNN_PROTOCOLS`` (default "instdisc": k=200,
+    exp(s/0.07) votes on cosine similarity); explicit keyword arguments override it.
+
+    Returns:
+        Fraction of test points classified correctly, in [0, 1].
+    """
+    check_matrix("test_z", test_z)
+    if test_z.shape[0] == 0:
+        raise ValueError("test_z is empty; pass at least one test row")
+    y = _labels("test_y", test_y, test_z.shape[0], test_z.device)
+    pred = knn_predict(train_z, train_y, test_z, k, temperature, weighting, metric,
+                       protocol=protocol, num_classes=num_classes, chunk_size=chunk_size)
+    return (pred == y.to(pred.device)).double().mean().item()

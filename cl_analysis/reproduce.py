@@ -1,0 +1,83 @@
+"""The main job: run a profile's sweep, execute every notebook with papermill, write a summary."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def notebook_paths(notebook_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The ordered ``NN_*.ipynb`` notebooks."""
+    folder = Path(notebook_dir) if notebook_dir else NOTEBOOK_DIR
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}; run from a source checkout "
+                                f"or pass --notebooks pointing at the notebooks folder")
+    return paths
+
+
+def execute_notebooks(out_dir: str | os.PathLike, parameters: dict[str, Any], *,
+                      notebook_dir: str | os.PathLike | None = None, progress: bool = True,
+                      html: bool = True) -> list[Path]:
+    """Execute each notebook with papermill into ``out_dir`` (and HTML beside it).
+
+    Only the parameters a notebook declares in its ``parameters`` cell are injected.
+    """
+    import papermill
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(notebook_paths(notebook_dir), desc="notebooks", disable=not progress):
+        declared = papermill.inspect_notebook(str(path))
+        params = {k: v for k, v in parameters.items() if k in declared}
+        target = out / path.name
+        papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
+                                   progress_bar=False, kernel_name="python3")
+        if html:
+            _to_html(target)
+        written.append(target)
+    return written
+
+
+def _to_html(notebook: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    target = notebook.with_suffix(".html")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def write_summary(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, profile: str,
+                  dataset: str = "cifar10") -> tuple[Path, Path]:
+    """Table 1 side by side (paper | this run) as ``summary.md`` and ``summary.html``."""
+    from .experiments import load_results
+    from .plots import table1_side_by_side, table_to_html, table_to_markdown
+
+    results = load_results(runs_dir)
+    table = table1_side_by_side(results, dataset=dataset)
+    cols = [c for c in ("run", "loss", "temperature", "linear_top1", "knn_top1", "uniformity",
+                        "tolerance", "uniformity_bank", "tolerance_bank", "penalty_entropy",
+                        "wall_time_s") if c in results.columns]
+    head = (f"# cl-analysis summary — profile `{profile}`, {dataset}\n\n"
+            f"Runs in `{runs_dir}`; generated {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
+    md = (head + "## Table 1, paper | this run\n\n" + table_to_markdown(table) +
+          "\n\n## Every run\n\n" + table_to_markdown(results[cols].round(4)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, html_path = out / "summary.md", out / "summary.html"
+    md_path.write_text(md + "\n", encoding="utf-8")
+    html_path.write_text(f"<h1>cl-analysis summary: profile {profile}, {dataset}</h1>"
+                         f"<h2>Table 1, paper | this run</h2>{table_to_html(table)}"
+                         f"<h2>Every run</h2>{results[cols].round(4).to_html(index=False)}",
+                         encoding="utf-8")
+    return md_path, html_path
+

@@ -1,0 +1,189 @@
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cl_analysis.experiments import RESULT_COLUMNS  # noqa: E402
+from cl_analysis.plots import experiments as pe  # noqa: E402
+from cl_analysis.plots import tables as pt  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _results(regimes=("memory_bank",), fraction=False):
+    rows = []
+    for regime in regimes:
+        for loss in ("info_nce", "hard", "simple", "hard_simple"):
+            temps = [math.nan] if loss in ("simple", "hard_simple") else [0.07, 0.3, 0.7, 1.0]
+            for t in temps:
+                acc = 40.0 + (0 if math.isnan(t) else 10 * t)
+                row = dict.fromkeys(RESULT_COLUMNS, math.nan)
+                row.update(run=f"cifar10-{regime}-{loss}", dataset="cifar10", regime=regime,
+                           loss=loss, temperature=t, linear_top1=acc / 100 if fraction else acc,
+                           knn_top1=35.0, uniformity=3.5, tolerance=0.2, uniformity_bank=3.7)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def _lines(ax, dashed):
+    return [ln for ln in ax.get_lines() if (ln.get_linestyle() == "--") == dashed]
+
+
+def test_uniformity_tolerance_paper_and_run():
+    fig = pe.plot_uniformity_tolerance(_results(), loss="info_nce", dataset="cifar10")
+    unif, tol = fig.axes
+    assert len(fig.axes) == 2
+    assert len(_lines(unif, dashed=True)) == 1 and len(_lines(unif, dashed=False)) == 1
+    paper = _lines(unif, dashed=True)[0]
+    assert len(paper.get_xdata()) == 12  # the §3.2 sweep, not only Table 1
+    run = _lines(unif, dashed=False)[0]
+    assert np.allclose(run.get_ydata(), 3.7)  # the memory-bank (paper-protocol) column
+    run_test = _lines(pe.plot_uniformity_tolerance(_results(), protocol="test").axes[0], False)[0]
+    assert np.allclose(run_test.get_ydata(), 3.5)
+    labels = tol.get_legend_handles_labels()[1]
+    assert any("paper" in s for s in labels) and any("this run" in s for s in labels)
+
+
+def test_uniformity_tolerance_falls_back_to_table1():
+    fig = pe.plot_uniformity_tolerance(None, loss="hard", dataset="svhn")
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [0.07, 0.3, 0.7, 1.0]
+    assert list(line.get_ydata()) == [3.89, 3.91, 3.90, 3.88]
+
+
+def test_ordinary_vs_hard_overlays_losses_and_reference_lines():
+    fig = pe.plot_ordinary_vs_hard(_results(regimes=("memory_bank", "simclr")), "cifar10")
+    tol = fig.axes[1]
+    # paper: info_nce + hard curves + simple + hard_simple lines (4); run: 4 losses x 2 regimes
+    assert len(_lines(tol, dashed=True)) == 4 and len(_lines(tol, dashed=False)) == 8
+    horizontal = [ln for ln in tol.get_lines() if len(set(ln.get_ydata())) == 1
+                  and len(ln.get_xdata()) == 2 and ln.get_xdata()[1] == 1]
+    assert len(horizontal) >= 4  # axhline reference lines (x in axes coordinates)
+
+
+def test_accuracy_vs_temperature_twin_axes_and_percent():
+    fig = pe.plot_accuracy_vs_temperature(_results(fraction=True), "cifar10")
+    assert len(fig.axes) == 2
+    paper_ax, run_ax = fig.axes
+    paper_lines = [ln for ln in paper_ax.get_lines() if len(ln.get_xdata()) > 2]
+    assert sorted(len(ln.get_xdata()) for ln in paper_lines) == [12, 16]  # ordinary, hard
+    run_curves = [ln for ln in run_ax.get_lines() if len(ln.get_xdata()) == 4]
+    assert np.allclose(run_curves[0].get_ydata(), [40.7, 43.0, 47.0, 50.0])  # fractions -> %
+    assert "this run" in run_ax.get_ylabel() and "paper" in paper_ax.get_ylabel()
+    assert len(pe.plot_accuracy_vs_temperature(None, "imagenet100").axes) == 2
+    with pytest.raises(ValueError, match="metric"):
+        pe.plot_accuracy_vs_temperature(None, metric="top5")
+
+
+def test_local_separation_boxplots():
+    rng = np.random.default_rng(0)
+    seps = {0.07: rng.uniform(0.4, 1, (50, 11)), 0.3: torch.rand(50, 11)}
+    fig = pe.plot_local_separation(seps)
+    assert len(fig.axes) == 2
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["pos"] + [f"n{j}" for j in range(1, 11)]
+    assert len(fig.axes[0].patches) == 11
+    fig = pe.plot_local_separation({0.2: rng.uniform(size=(10, 3))}, ylim=(0.4, 1))
+    assert fig.axes[0].get_ylim() == (0.4, 1)
+    with pytest.raises(ValueError, match="k\\+1"):
+        pe.plot_local_separation({0.1: np.zeros(5)})
+    with pytest.raises(ValueError, match="empty"):
+        pe.plot_local_separation({})
+
+
+def _clusters(n=60, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n // 3)
+    z = rng.normal(size=(n, d)) + 4 * np.eye(d)[labels]
+    return z, labels
+
+
+def test_embedding_2d_tsne():
+    z, y = _clusters()
+    fig = pe.plot_embedding_2d({0.07: (torch.tensor(z), torch.tensor(y)), 0.2: (z, y)},
+                               method="tsne", class_names=["a", "b", "c"])
+    assert len(fig.axes) == 2
+    assert len(fig.axes[0].collections) == 3  # one scatter per class
+    assert fig.axes[1].get_legend_handles_labels()[1] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="method"):
+        pe.plot_embedding_2d({0.1: (z, y)}, method="pca")
+    with pytest.raises(ValueError, match="labels"):
+        pe.plot_embedding_2d({0.1: (z, y[:-1])})
+
+
+@pytest.mark.slow  # umap-learn's numba JIT compile takes ~30 s on first use
+def test_embedding_2d_umap():
+    pytest.importorskip("umap")
+    z, y = _clusters(n=45)
+    fig = pe.plot_embedding_2d({0.5: (z, y)}, method="umap")
+    assert len(fig.axes) == 1 and len(fig.axes[0].collections) == 3
+
+
+def test_sphere_density_2d_and_3d():
+    rng = np.random.default_rng(0)
+    fig = pe.plot_sphere_density(rng.normal(size=(200, 2)), labels=rng.integers(0, 3, 200))
+    circle_ax, kde_ax = fig.axes
+    assert len(circle_ax.collections) == 1
+    density_line = kde_ax.get_lines()[0]
+    x, dens = density_line.get_xdata(), density_line.get_ydata()
+    assert np.trapezoid(dens, x) == pytest.approx(1.0, abs=0.02)  # wrapped KDE integrates to 1
+    fig3 = pe.plot_sphere_density(torch.randn(300, 3))
+    assert len(fig3.axes) == 2  # 3-D scatter, (azimuth, elevation) histogram
+    assert fig3.axes[0].name == "3d"
+    with pytest.raises(ValueError, match="\\(N, 2\\) or \\(N, 3\\)"):
+        pe.plot_sphere_density(np.ones((5, 4)))
+    with pytest.raises(ValueError, match="zero rows"):
+        pe.plot_sphere_density(np.zeros((5, 2)))
+
+
+def test_table1_side_by_side_paper_and_run():
+    df = pt.table1_side_by_side(_results(fraction=True), "cifar10")
+    assert df.shape == (8, 10)
+    assert list(df.columns) == ["C 0.07", "C 0.3", "C 0.7", "C 1.0", "Simple",
+                                "H 0.07", "H 0.3", "H 0.7", "H 1.0", "HardSimple"]
+    assert df.loc[("linear acc", "paper"), "C 0.3"] == 83.27
+    assert df.loc[("linear acc", "paper"), "HardSimple"] == 84.84
+    assert df.loc[("tolerance", "paper"), "H 0.3"] == 0.0267
+    assert df.loc[("kNN acc", "paper"), "C 0.3"] == 79.92  # Fig. 9 sweep
+    assert math.isnan(df.loc[("kNN acc", "paper"), "Simple"])
+    assert df.loc[("linear acc", "this run"), "C 0.3"] == pytest.approx(43.0)
+    assert df.loc[("linear acc", "this run"), "Simple"] == pytest.approx(40.0)
+    assert df.loc[("uniformity", "this run"), "H 1.0"] == 3.7  # bank protocol by default
+    assert pt.table1_side_by_side(_results(), protocol="test").loc[
+        ("uniformity", "this run"), "H 1.0"] == 3.5
+
+
+def test_table1_side_by_side_missing_cells_and_regimes():
+    partial = _results().iloc[:2]  # only info_nce at 0.07 and 0.3
+    df = pt.table1_side_by_side(partial)
+    assert df.loc[("linear acc", "this run")].notna().sum() == 2
+    paper_only = pt.table1_side_by_side(None, "imagenet100")
+    assert paper_only.loc[("linear acc", "paper"), "C 0.3"] == 75.10
+    assert paper_only.loc[("kNN acc", "paper")].isna().all()
+    assert paper_only.xs("this run", level="source").isna().all().all()
+    both = _results(regimes=("memory_bank", "simclr"))
+    with pytest.raises(ValueError, match="regime"):
+        pt.table1_side_by_side(both)
+    assert pt.table1_side_by_side(both, regime="simclr").shape == (8, 10)
+
+
+def test_table_to_markdown_and_html():
+    df = pt.table1_side_by_side(_results(), "cifar10")
+    md = pt.table_to_markdown(df)
+    lines = md.splitlines()
+    assert len(lines) == 2 + 8
+    assert "metric" in lines[0] and "C 0.07" in lines[0] and "HardSimple" in lines[0]
+    assert "83.27" in md and "0.0267" in md and "–" in md
+    html = pt.table_to_html(df)
+    assert html.startswith("<table") and "83.27" in html
