@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), D={args.dim}, "
           f"tau={args.temperature}, median of {args.repeats} (forward + backward, float32, CPU)\n")
-    print("| N | method | median ms | vs lightly | loss | equal |")
+    print("| N | method | median ms | time / lightly | loss | equal |")
     print("|---|---|---|---|---|---|")
     ok = True
     for n in args.sizes:

@@ -24,12 +24,11 @@ CACHE_VERSION = 1
 CACHE_ENV = "CL_CACHE_DIR"
 
 
-def fingerprint(folder: Path, files: list[Path]) -> str:
-    """SHA-256 of the sorted file list: relative path, size and mtime (ns) of every file."""
+def fingerprint(records: list[tuple[str, int, int]]) -> str:
+    """SHA-256 of a file list given as (relative path, size, mtime in ns) records."""
     h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(folder).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    for rel, size, mtime_ns in records:
+        h.update(f"{rel}\t{size}\t{mtime_ns}\n".encode())
     return h.hexdigest()
 
 

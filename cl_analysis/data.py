@@ -98,9 +98,10 @@ def load_dataset(name: str, root: str | os.PathLike, split: str = "train", downl
     check_choice("split", split, SPLITS)
     root = Path(root).expanduser().absolute()
     if not root.is_dir() and not (download and name != "imagefolder"):
-        raise FileNotFoundError(f"data root {root} does not exist (or is not a folder); pass "
-                                f"--data-root pointing at your copy of {name} (e.g. an "
-                                f"image-folder export root/train/<class>/*.jpg)")
+        problem = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"data root {root} {problem}; pass --data-root pointing at your "
+                                f"copy of {name} (e.g. an image-folder export "
+                                f"root/train/<class>/*.jpg)")
     if name == "imagefolder" or (root.is_dir() and _class_dirs(root / split)):
         return _load_image_folder(name, root, split, cache_dir, progress)
     return _load_torchvision(name, root, split, download)
@@ -189,8 +190,16 @@ def resize(dataset_or_images: ImageDataset | Tensor, size: int,
 
 
 # --------------------------------------------------------------------------- image folders
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+def _is_image(entry: os.DirEntry) -> bool:
+    name = entry.name
+    return (not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            and entry.is_file())
+
+
+def _images_in(folder: Path) -> list[os.DirEntry]:
+    """Image files directly in ``folder``, sorted by name (``os.scandir``: no stat per file)."""
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if _is_image(e)), key=lambda e: e.name)
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -203,7 +212,12 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def _class_dirs(folder: Path) -> list[Path]:
     """Subfolders of ``folder`` that hold at least one image file."""
-    return [d for d in _subdirs(folder) if any(_is_image(f) for f in d.iterdir() if f.is_file())]
+    found = []
+    for d in _subdirs(folder):
+        with os.scandir(d) as it:
+            if any(_is_image(e) for e in it):
+                found.append(d)
+    return found
 
 
 def _resolve_split_dir(root: Path, split: str) -> Path:
@@ -227,16 +241,19 @@ def _load_image_folder(name: str, root: Path, split: str, cache_dir, progress: b
                        ) -> ImageDataset:
     folder = _resolve_split_dir(root, split)
     classes = [d.name for d in _subdirs(folder)]
-    files, labels = [], []
+    files, records, labels = [], [], []
     for k, cls in enumerate(classes):
-        members = sorted(f for f in (folder / cls).iterdir() if f.is_file() and _is_image(f))
+        members = _images_in(folder / cls)
         if not members:  # skipping it would shift every later label
             raise ValueError(f"class folder {folder / cls} has no image files "
                              f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
-        files += members
+        for e in members:
+            st = e.stat()
+            files.append(e.path)
+            records.append((f"{cls}/{e.name}", st.st_size, st.st_mtime_ns))
         labels += [k] * len(members)
     key = {"name": name, "split": split, "root": str(folder), "n": len(files),
-           "classes": classes, "fingerprint": fingerprint(folder, files)}
+           "classes": classes, "fingerprint": fingerprint(records)}
     source = f"imagefolder:{folder}"
     path = cache_path(root, cache_dir, name, split, folder)
     cached = read_cache(path, key) if path is not None else None
@@ -254,7 +271,7 @@ def _load_image_folder(name: str, root: Path, split: str, cache_dir, progress: b
                         source)
 
 
-def _decode(files: list[Path], progress: bool, desc: str) -> Tensor:
+def _decode(files: list[str], progress: bool, desc: str) -> Tensor:
     """Decode image files with Pillow into one uint8 ``(N, 3, H, W)`` tensor."""
     out = None
     for i, f in enumerate(tqdm(files, desc=desc, unit="img", disable=not progress)):

@@ -95,7 +95,9 @@ def _check_lam(lam: float) -> float:
     return value
 
 
-def info_nce(similarity: Tensor, positive: Tensor, temperature: float, reduction: str = "mean"):
+def info_nce(
+    similarity: Tensor, positive: Tensor, temperature: float, reduction: str = "mean"
+) -> Tensor:
     """Contrastive (InfoNCE) loss of Eq. 1, positive in the denominator.
 
     L_i = -log[exp(s_ip/tau) / sum_k exp(s_ik/tau)] = logsumexp_k(s_ik/tau) - s_ip/tau, evaluated
@@ -116,7 +118,9 @@ def info_nce(similarity: Tensor, positive: Tensor, temperature: float, reduction
         return F.cross_entropy(s / temperature, pos.squeeze(1), reduction=reduction)
 
 
-def simple(similarity: Tensor, positive: Tensor, lam: float | None = None, reduction: str = "mean"):
+def simple(
+    similarity: Tensor, positive: Tensor, lam: float | None = None, reduction: str = "mean"
+) -> Tensor:
     """Simple contrastive loss of Eq. 3, L_i = -s_ip + lam * sum_{j != p} s_ij (not hardness-aware).
 
     The paper leaves lambda open; the default 1/(M-1) averages over the negatives, which makes
@@ -165,11 +169,11 @@ def hard_info_nce(
     Returns:
         The reduced loss, float32 (float64 for float64 inputs).
     """
+    if k is None and alpha is None:
+        return info_nce(similarity, positive, temperature, reduction)
     temperature = check_temperature(temperature)
     s, pos = _prepare(similarity, positive, reduction)
     num_hard = _num_hard(s.shape[1] - 1, k, alpha)
-    if k is None and alpha is None:
-        return info_nce(s, pos.squeeze(1), temperature, reduction)
     with _no_autocast(s):
         kept = torch.cat([s.gather(1, pos), _hard_negatives(s, pos, num_hard)], 1)  # (N, 1+k)
         logits = kept / temperature  # (N, 1+k), positive in column 0
@@ -281,7 +285,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float, reduction: str = "mean")
     negatives; the mean runs over all 2N anchors. Equal to
     ``info_nce(*simclr_similarity(z1, z2), temperature)``, but computed faster: one ``(2N, 2N)``
     matmul with 1/tau folded into the ``(2N, D)`` factor, the self-pairs masked to -inf in place,
-    and the fused log-softmax cross-entropy (no copies of the logit matrix).
+    and the fused log-softmax cross-entropy (no sliced or concatenated copies of the logits).
 
     Args:
         z1: ``(N, D)`` projections of view 1 (normalised here).

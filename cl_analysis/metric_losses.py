@@ -95,7 +95,7 @@ def margin_contrastive(
     Args:
         x1: ``(N, D)`` first embeddings.
         x2: ``(N, D)`` second embeddings.
-        same: ``(N,)`` bool (or 0/1 integer): 1 if the pair shares a class.
+        same: ``(N,)`` bool (or 0/1 numbers): 1 if the pair shares a class.
         margin: distance below which different-class pairs are penalised, >= 0.
         reduction: "mean" | "sum" | "none" (-> ``(N,)``).
 
@@ -103,9 +103,9 @@ def margin_contrastive(
         The reduced loss, float32 (float64 for float64 inputs).
     """
     _same_shape("x1", x1, "x2", x2)
-    same = _check_labels("same", same, x1.shape[0])
-    if not ((same == 0) | (same == 1)).all():
-        raise ValueError("same must hold only 0/1 (or bool) values")
+    n = x1.shape[0]
+    if not isinstance(same, Tensor) or same.shape != (n,) or not ((same == 0) | (same == 1)).all():
+        raise ValueError(f"same must be a tensor of shape ({n},) holding 0/1 or bool values")
     margin = _check_nonneg("margin", margin)
     check_choice("reduction", reduction, REDUCTIONS)
     with _no_autocast(x1):
@@ -117,7 +117,7 @@ def margin_contrastive(
 
 def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2,
             squared: bool = False, reduction: str = "mean") -> Tensor:
-    """Triplet hinge loss of FaceNet (Schroff et al. 2015, Eq. 1), paper.md §8.2.
+    """Triplet hinge loss of FaceNet (Schroff et al. 2015, §3), the formula of paper.md §8.2.
 
     L = max(0, d(a, p) - d(a, n) + margin); FaceNet uses squared distances (``squared=True``),
     the default is the plain Euclidean distance of ``torch.nn.TripletMarginLoss``.
@@ -166,7 +166,7 @@ def _mean_or_zero(loss: Tensor, embeddings: Tensor) -> Tensor:
 def batch_hard_triplet(
     embeddings: Tensor, labels: Tensor, margin: float = 0.2, squared: bool = False
 ) -> Tensor:
-    """Batch-hard triplet loss (Hermans, Beyer & Leibe 2017, Eq. 5).
+    """Batch-hard triplet loss L_BH (Hermans, Beyer & Leibe 2017, "In Defense of the Triplet Loss").
 
     For each anchor a: max(0, margin + max_{p: y_p = y_a, p != a} d(a, p) - min_{n: y_n != y_a}
     d(a, n)), averaged over the anchors that have both a positive and a negative.
@@ -193,7 +193,7 @@ def batch_hard_triplet(
 def semi_hard_triplet(
     embeddings: Tensor, labels: Tensor, margin: float = 0.2, squared: bool = False
 ) -> Tensor:
-    """Semi-hard triplet loss (FaceNet, Schroff et al. 2015, Eq. 4) over all anchor-positive pairs.
+    """Semi-hard triplet loss (FaceNet, Schroff et al. 2015, §3.2) over all anchor-positive pairs.
 
     For each pair (a, p) the negative is the closest one with d(a, p) < d(a, n) < d(a, p) + margin;
     when there is none it falls back to the hardest negative min_n d(a, n). The loss
@@ -290,7 +290,7 @@ def _debiased(l_pos: Tensor, log_neg: Tensor, num_neg: int, tau_plus: float, tau
 def debiased_info_nce(
     z1: Tensor, z2: Tensor, temperature: float, tau_plus: float, reduction: str = "mean"
 ) -> Tensor:
-    """Debiased contrastive loss (Chuang et al. 2020, Eq. 6 with M = 1), paper.md §7.1.
+    """Debiased contrastive loss (Chuang et al. 2020): L^{N,M}_Debiased of paper.md §7.1, M = 1.
 
     In-batch SimCLR negatives (Nn = 2N-2 per anchor): Ng = max((sum_n e^{s_n/tau} - tau+ Nn
     e^{s_p/tau}) / (1 - tau+), Nn e^{-1/tau}) and L = -log[e^{s_p/tau} / (e^{s_p/tau} + Ng)],
@@ -314,7 +314,7 @@ def hcl_info_nce(
     z1: Tensor, z2: Tensor, temperature: float, beta: float, tau_plus: float,
     reduction: str = "mean",
 ) -> Tensor:
-    """Hard-negative contrastive loss HCL (Robinson et al. 2021, Eq. 5 with M = 1), paper.md §7.2.
+    """Hard-negative contrastive loss (Robinson et al. 2021): the objective of paper.md §7.2, M = 1.
 
     DCL with the negatives importance-weighted by w_n = e^{beta s_n/tau} / mean(w): the negative
     sum becomes sum_n w_n e^{s_n/tau}, i.e. log S = logsumexp((1+beta) s/tau) -
@@ -343,8 +343,9 @@ def hcl_info_nce(
         return torch.logsumexp((c * logits).masked_fill(~neg_mask, -math.inf), 1)
 
     with _no_autocast(logits):
-        log_neg = log_sum(1.0)
-        if beta > 0:
-            log_neg = log_sum(1.0 + beta) - log_sum(beta) + math.log(num_neg)
+        if beta == 0:
+            log_neg = log_sum(1.0)  # (2N,) log of the plain negative sum (DCL)
+        else:
+            log_neg = log_sum(1.0 + beta) - log_sum(beta) + math.log(num_neg)  # (2N,)
         loss = _debiased(l_pos, log_neg, num_neg, tau_plus, temperature)  # (2N,)
     return _reduce(loss, reduction)

@@ -2,7 +2,7 @@
 
 Wang & Liu (CVPR 2021, §5.1) train a ResNet-18 whose first conv is 3x3 (stride 1, no max-pool in
 the authors' code) followed by a single linear layer 512 -> 128; the embedding is L2-normalised
-onto the unit hypersphere. SimCLR (Chen et al. 2020, §2.1) uses an MLP head instead.
+onto the unit hypersphere. SimCLR (Chen et al. 2020, §2.1) uses a one-hidden-layer MLP head instead.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from torch import Tensor, nn
 from ._checks import check_choice
 
 MODEL_NAMES = ("resnet18", "convnet")
-HEAD_KINDS = ("linear", "mlp")
+HEAD_KINDS = ("linear", "mlp", "bn_linear")
 
 
 def resnet18_cifar(num_classes: int = 10) -> nn.Module:
     """ResNet-18 with the CIFAR stem, returning 512-d pooled features (Wang & Liu §5.1).
 
     torchvision's ``resnet18`` with ``conv1`` replaced by a 3x3, stride-1, padding-1 conv without
-    bias, the first max-pool removed and ``fc`` replaced by ``Identity``; the ImageNet stem on
-    32-px images costs ~10 points of accuracy (peers.md §3.3).
+    bias, the first max-pool removed and ``fc`` replaced by ``Identity``. The ImageNet stem on
+    32-px images is a known reproduction killer (0.765 accuracy in lightly#1419, peers.md §3.3).
 
     Args:
         num_classes: passed to torchvision; irrelevant once ``fc`` is dropped.
@@ -72,12 +72,15 @@ class ConvNet(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Projection g(h): a linear layer (Wang & Liu) or a one-hidden-layer ReLU MLP (SimCLR Eq. 2).
+    """Projection g(h): a linear layer (Wang & Liu) or a one-hidden-layer ReLU MLP (SimCLR §2.1).
 
     Args:
         in_dim: backbone feature dimension (512 for ResNet-18).
         out_dim: embedding dimension (128 in both papers).
-        kind: "linear" (the paper's ``nn.Linear(512, 128)``) or "mlp" (in -> hidden -> out).
+        kind: "linear" (the paper's ``nn.Linear(512, 128)``), "mlp" (in -> hidden -> out), or
+            "bn_linear" (``BatchNorm1d`` then linear: centres the post-ReLU features, whose
+            shared mean otherwise maps every image to nearly the same z at initialisation; the
+            quick CPU profile uses it to avoid an early memory-bank collapse, see profiles.py).
         hidden_dim: MLP width; defaults to ``in_dim`` as in SimCLR.
     """
 
@@ -90,6 +93,8 @@ class ProjectionHead(nn.Module):
         self.in_dim, self.out_dim, self.kind = int(in_dim), int(out_dim), kind
         if kind == "linear":
             self.net = nn.Linear(in_dim, out_dim)
+        elif kind == "bn_linear":
+            self.net = nn.Sequential(nn.BatchNorm1d(in_dim), nn.Linear(in_dim, out_dim))
         else:
             hidden = int(hidden_dim or in_dim)
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True),

@@ -4,7 +4,7 @@ Being stateless, they resume trivially: the lr of any step is recomputed from it
 Epochs are 0-based.
 
 * ``step_lr`` — Wang & Liu §5.1: lr 0.03, x0.1 at epochs 160 and 190, 200 epochs (per epoch).
-* ``warmup_cosine_lr`` — SimCLR (Chen et al. 2020, §B.9 / Appendix): linear warm-up, then cosine
+* ``warmup_cosine_lr`` — SimCLR (Chen et al. 2020, §4 and App. B.9): linear warm-up, then cosine
   decay to 0 without restarts, stepped per iteration.
 """
 

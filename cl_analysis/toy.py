@@ -94,9 +94,10 @@ class ToyRun:
 
 
 def _spread_centres(n_classes: int, dim: int, gen: torch.Generator, tries: int = 64) -> Tensor:
-    """Class centres ``(C, D)``: evenly spaced angles on the circle, else best of ``tries`` draws."""
+    """Class centres ``(C, D)``: even angles on the circle, else the best of ``tries`` draws."""
     if dim == 2:
-        theta = 2 * math.pi * (torch.arange(n_classes) + torch.rand(1, generator=gen)) / n_classes
+        offset = torch.rand(1, generator=gen)                              # random rotation
+        theta = 2 * math.pi * (torch.arange(n_classes) + offset) / n_classes
         return torch.stack([theta.cos(), theta.sin()], dim=1)            # (C, 2)
     best, best_gap = None, -math.inf
     for _ in range(tries):  # keep the draw whose two closest centres are farthest apart
@@ -228,7 +229,8 @@ def optimise_embedding(
         similarity: "batch" or "bank" (similarity-matrix losses only).
         bank_momentum: m of the memory-bank update (the paper's code uses 0.5).
         record_every: snapshot period of the trajectory, in steps.
-        loss_kwargs: extra keyword arguments of the loss (``k``, ``alpha``, ``lam``, ``margin``, ...).
+        loss_kwargs: extra keyword arguments of the loss (``k``, ``alpha``, ``lam``, ``margin``,
+            ...).
         seed: seed of the negatives drawn by ``triplet`` / ``margin_contrastive``.
 
     Returns:

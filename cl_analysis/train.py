@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils.deterministic
 from tqdm.auto import tqdm
 
 from . import data
@@ -46,7 +47,8 @@ from .schedules import SCHEDULES
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "pretrain", "LOSS_NAMES", "REGIMES", "AUGMENTS", "BANK_INITS",
-           "MONITOR_QUERIES", "Trainer", "compute_loss", "resolve_device", "load_trained_model"]
+           "MONITOR_QUERIES", "Trainer", "compute_loss", "resolve_device", "prepare_data",
+           "load_trained_model"]
 
 LOSS_NAMES = ("info_nce", "simple", "hard", "hard_simple", "tau_zero_limit")
 REGIMES = ("memory_bank", "simclr")
@@ -156,8 +158,17 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _prepare_data(config: TrainConfig, train_set, test_set, progress: bool):
-    """Load (if not given), subset and downsize the train/test sets."""
+def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None,
+                 test_set: data.ImageDataset | None = None, progress: bool = True):
+    """The (train, test) sets of a run, exactly as ``pretrain`` sees them.
+
+    Loads both splits from ``data_root`` / CL_DATA_ROOT when ``train_set`` is None, takes the
+    stratified ``subset`` of the train set (seed = ``config.seed``), downsizes images larger than
+    ``image_size`` and caps the test set at ``monitor_size`` (stratified, same seed).
+
+    Returns:
+        ``[train_set, test_set]``; test_set is None if none was given or loaded.
+    """
     if train_set is None:
         root = config.data_root or os.environ.get("CL_DATA_ROOT")
         if not root:
@@ -179,6 +190,9 @@ def _prepare_data(config: TrainConfig, train_set, test_set, progress: bool):
     return sets
 
 
+_prepare_data = prepare_data  # the name evaluate.py first used
+
+
 @contextlib.contextmanager
 def _torch_settings(config: TrainConfig, device: torch.device):
     """Thread count and determinism for the run; the previous global settings are restored."""
@@ -187,8 +201,10 @@ def _torch_settings(config: TrainConfig, device: torch.device):
     bench = torch.backends.cudnn.benchmark
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling costs time
     else:
         torch.backends.cudnn.benchmark = True  # CUDA runs are reproducible only up to kernel choice
     try:
@@ -197,6 +213,7 @@ def _torch_settings(config: TrainConfig, device: torch.device):
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
         torch.backends.cudnn.benchmark = bench
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def _result(out: Path, history: list[dict]) -> dict[str, Any]:
@@ -233,7 +250,11 @@ def pretrain(config: TrainConfig, out_dir: str | os.PathLike, *,
         check_compatible(state["config"], config.to_dict(), run_dir=out)
         if state["epoch"] >= config.epochs:
             return _result(out, state["history"])
-    train_set, test_set = _prepare_data(config, train_set, test_set, progress)
+        old_epochs = state["config"]["epochs"]
+        if config.schedule == "cosine" and old_epochs != config.epochs:
+            logger.warning("resuming a cosine-schedule run with epochs %s -> %s: the lr curve is "
+                           "recomputed for the new length", old_epochs, config.epochs)
+    train_set, test_set = prepare_data(config, train_set, test_set, progress)
     device = resolve_device(config.device)
     with _torch_settings(config, device):
         trainer = Trainer(config, train_set, device)
@@ -253,7 +274,7 @@ def pretrain(config: TrainConfig, out_dir: str | os.PathLike, *,
             row = trainer.train_epoch(epoch, progress)
             row["time_s"] = time.perf_counter() - t0
             last = epoch + 1 == config.epochs
-            row.update({"knn_accuracy": None, "uniformity": None, "tolerance": None})
+            row.update(knn_accuracy=None, uniformity=None, tolerance=None, monitor_time_s=None)
             if config.log_metrics and ((epoch + 1) % config.knn_every == 0 or last):
                 t1 = time.perf_counter()
                 row.update(trainer.monitor(test_set))

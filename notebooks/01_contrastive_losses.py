@@ -49,9 +49,10 @@ print(f"FAST={FAST}: {N_CLASSES} classes x {PER_CLASS} points, {STEPS} steps, τ
 # and the hard loss (Eq. 9) keeps only the $k$ most similar negatives in the denominator.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 S = torch.tensor([[0.9, 0.2, -0.1, 0.4, -0.5],
                   [0.1, 0.8, 0.7, -0.3, 0.0],
-                  [-0.2, 0.3, 0.6, 0.6, 0.1]], dtype=torch.float64)
+                  [-0.2, 0.3, 0.6, 0.75, 0.1]], dtype=torch.float64)
 pos = torch.tensor([0, 1, 2])
 TAU = 0.2
 values = {
@@ -126,8 +127,11 @@ for name, (value, expected) in checks.items():
 # margin and triplet losses work on distances instead of a softmax.
 
 # %%
-z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.2]], dtype=torch.float64)
-z2 = torch.tensor([[0.9, 0.3], [0.2, 1.0], [-1.0, -0.1]], dtype=torch.float64)
+# NBVAL_CHECK_OUTPUT
+angle1 = torch.tensor([0.0, 1.6, 3.0], dtype=torch.float64)  # three instances on the circle
+angle2 = angle1 + torch.tensor([0.5, -0.4, 0.7], dtype=torch.float64)  # their second views
+z1 = torch.stack([angle1.cos(), angle1.sin()], 1)  # (N, 2), unit norm
+z2 = torch.stack([angle2.cos(), angle2.sin()], 1)
 labels = torch.tensor([0, 1, 1])
 sim, spos = losses.simclr_similarity(z1, z2)  # (2N, 2N-1), positive = the other view
 embedding_values = {
@@ -135,8 +139,9 @@ embedding_values = {
     "debiased τ+=0.1": losses.debiased_info_nce(z1, z2, TAU, tau_plus=0.1),
     "hcl β=1 τ+=0.1": losses.hcl_info_nce(z1, z2, TAU, beta=1.0, tau_plus=0.1),
     "supcon": losses.supcon(torch.stack([z1, z2], 1), labels, TAU),
-    "margin_contrastive": losses.margin_contrastive(z1, z2, torch.ones(3, dtype=torch.long)),
-    "triplet": losses.triplet(z1, z2, z2.roll(1, 0), margin=0.2),
+    "margin_contrastive": losses.margin_contrastive(  # 3 positive pairs, 3 negative pairs
+        torch.cat([z1, z1]), torch.cat([z2, z2.roll(1, 0)]), torch.tensor([1, 1, 1, 0, 0, 0])),
+    "triplet": losses.triplet(z1, z2, z2.roll(1, 0), margin=1.0),
 }
 {name: round(v.item(), 4) for name, v in embedding_values.items()}
 

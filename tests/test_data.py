@@ -257,6 +257,6 @@ def test_real_cifar10_image_folder(cifar10_root, tmp_path):
         assert torch.equal(ds.labels, torch.arange(10).repeat_interleave(per_class))
         first = sorted((cifar10_root / split / "cat").iterdir())[0]
         with Image.open(first) as im:
-            pixels = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+            pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         assert torch.equal(ds.images[3 * per_class], pixels)
     assert len(list(tmp_path.glob("cifar10-*.pt"))) == 2

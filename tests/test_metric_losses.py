@@ -41,8 +41,9 @@ def test_margin_contrastive_matches_reference(margin):
     x1, x2, same = _x(9, 5), _x(9, 5, seed=1), _labels(9, 2)
     _close(metric_losses.margin_contrastive(x1, x2, same, margin, reduction="none"),
            ref.margin_contrastive(x1, x2, same, margin))
-    _close(metric_losses.margin_contrastive(x1, x2, same.bool(), margin),
-           ref.mean(ref.margin_contrastive(x1, x2, same, margin)))
+    for same_as in (same.bool(), same.float()):
+        _close(metric_losses.margin_contrastive(x1, x2, same_as, margin),
+               ref.mean(ref.margin_contrastive(x1, x2, same, margin)))
 
 
 @pytest.mark.parametrize("squared", [False, True])
@@ -194,6 +195,7 @@ def test_float32_and_bf16_autocast(tau):
 @pytest.mark.parametrize("call, match", [
     (lambda x, y: metric_losses.margin_contrastive(x, x[:3], y), "same shape"),
     (lambda x, y: metric_losses.margin_contrastive(x, x, y[:2]), "shape"),
+    (lambda x, y: metric_losses.margin_contrastive(x, x, y.tolist()), "tensor"),
     (lambda x, y: metric_losses.margin_contrastive(x, x, y + 2), "0/1"),
     (lambda x, y: metric_losses.margin_contrastive(x, x, y, margin=-1.0), "margin"),
     (lambda x, y: metric_losses.margin_contrastive(x, x, y, reduction="avg"), "reduction"),

@@ -39,11 +39,11 @@ def test_projection_heads():
     assert [type(m) for m in mlp.net] == [nn.Linear, nn.ReLU, nn.Linear]
     assert mlp.net[0].out_features == 64  # hidden defaults to in_dim (SimCLR)
     assert ProjectionHead(64, 32, kind="mlp", hidden_dim=100).net[0].out_features == 100
-    with pytest.raises(ValueError, match="valid options: linear, mlp"):
+    with pytest.raises(ValueError, match="valid options: linear, mlp, bn_linear"):
         ProjectionHead(64, 32, kind="bogus")
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "bn_linear"])
 def test_contrastive_model_normalised(head):
     model = build_model("convnet", head=head, embedding_dim=16, widths=(8, 8, 8, 8))
     x = torch.randn(5, 3, 16, 16)
@@ -61,3 +61,22 @@ def test_build_model_resnet_and_errors():
         build_model("vgg")
     with pytest.raises(ValueError, match="in_dim"):
         ContrastiveModel(ConvNet((4, 4, 4, 4)), ProjectionHead(8, 4))
+
+
+def test_bn_linear_head_spreads_initial_embeddings():
+    # post-ReLU pooled features share a large mean, so a plain linear head maps every image to
+    # nearly the same z at initialisation; centring them first (bn_linear) spreads z out.
+    torch.manual_seed(0)
+    x = torch.rand(256, 3, 16, 16)
+
+    def mean_cosine(head):
+        torch.manual_seed(1)
+        model = build_model("convnet", head=head, widths=(32, 64, 128, 256)).train()
+        with torch.no_grad():
+            z = model(x)
+        off_diag = (z @ z.T).fill_diagonal_(float("nan"))
+        return off_diag.nanmean().item()
+
+    linear, centred = mean_cosine("linear"), mean_cosine("bn_linear")
+    assert linear > 0.5, linear
+    assert centred < 0.2, centred

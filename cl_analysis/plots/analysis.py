@@ -142,7 +142,7 @@ def plot_sphere_embeddings(embeddings: Mapping[str, object], labels=None, ncols:
     Returns:
         Figure with ``len(embeddings)`` 3-D axes.
     """
-    fig, axes = _grid(len(embeddings), ncols, 2.6, projection="3d")
+    fig, axes = _grid(len(embeddings), ncols, 2.2, projection="3d")
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     for ax, (title, value) in zip(axes, embeddings.items()):
         z, _ = _embedding(value)
@@ -154,10 +154,10 @@ def plot_sphere_embeddings(embeddings: Mapping[str, object], labels=None, ncols:
                           color="0.85", lw=0.4)
         ax.scatter(z[:, 0], z[:, 1], z[:, 2], s=7, c=colors, depthshade=False)
         ax.view_init(elev=elev, azim=azim)
-        ax.set_box_aspect((1, 1, 1))
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)  # fill the panel; the axes are hidden
         ax.set_axis_off()
         ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.92, wspace=0, hspace=0.1)
     return fig
 
 
@@ -178,7 +178,8 @@ def plot_loss_curves(runs: Mapping[str, object], normalize: bool = True) -> Figu
         if normalize:
             span = hist[0] - hist[-1]
             hist = (hist - hist[-1]) / (span if abs(span) > 1e-12 else 1.0)
-        ax.plot(np.arange(len(hist)), hist, lw=1.2, label=name)
+        ax.plot(np.arange(1, len(hist) + 1), hist, lw=1.2, label=name)
+    ax.set_xscale("log")
     ax.set_xlabel("gradient step")
     ax.set_ylabel("(L_t - L_T) / (L_0 - L_T)" if normalize else "loss")
     ax.legend(fontsize=7, ncol=2)
@@ -203,11 +204,11 @@ def plot_toy_metrics(metrics_by_run: Mapping[str, Mapping[str, float]], x: str =
     Returns:
         Figure with one axes.
     """
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=DPI)
+    fig, ax = plt.subplots(figsize=(6.0, 3.4), dpi=DPI)
     for i, (name, m) in enumerate(metrics_by_run.items()):
-        ax.scatter(float(m[x]), float(m[y]), color=f"C{i % 10}", s=30)
-        ax.annotate(name, (float(m[x]), float(m[y])), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.scatter(float(m[x]), float(m[y]), color=f"C{i % 10}", s=30,
+                   marker="os^Dv<>p*h"[(i // 10) % 10], label=name)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
