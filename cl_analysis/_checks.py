@@ -1,4 +1,4 @@
-"""Input validation shared by every module: clear ``ValueError``s that name the problem and the fix."""
+"""Input validation shared by every module: ``ValueError``s that name the problem and the fix."""
 
 from __future__ import annotations
 
@@ -49,13 +49,15 @@ def check_similarity(similarity: Tensor, positive: Tensor) -> None:
         raise ValueError(f"positive must be a LongTensor of shape ({n},), got {type(positive)}")
     if positive.shape != (n,):
         raise ValueError(
-            f"positive must have shape (N,) = ({n},) to match similarity {tuple(similarity.shape)}, "
-            f"got {tuple(positive.shape)}"
+            f"positive must have shape (N,) = ({n},) to match similarity "
+            f"{tuple(similarity.shape)}, got {tuple(positive.shape)}"
         )
     if positive.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"positive must hold integer column indices, got dtype {positive.dtype}")
     if m < 2:
-        raise ValueError(f"similarity needs at least 2 columns (a positive and a negative), got {m}")
+        raise ValueError(
+            f"similarity needs at least 2 columns (a positive and a negative), got {m}"
+        )
     if n and (positive.min() < 0 or positive.max() >= m):
         raise ValueError(
             f"positive indices must lie in [0, {m - 1}] (columns of similarity), "

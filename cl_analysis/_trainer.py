@@ -64,7 +64,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model: ContrastiveModel = build_model(config.model, config.head, config.embedding_dim,
                                                    config.convnet_widths).to(device)
-        if self.cuda and config.channels_last:
+        if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bank = None
         if config.regime == "memory_bank":
@@ -89,7 +89,7 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
     def _embed_views(self, views: torch.Tensor) -> torch.Tensor:
-        if self.cuda and self.config.channels_last:
+        if self.config.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             return self.model(views)  # (B, D) float32, unit norm

@@ -39,6 +39,11 @@ def _common(p: argparse.ArgumentParser, *, out_help: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once, one process each (2 suits a 2-core CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``--help`` explains every option)."""
     parser = argparse.ArgumentParser(
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--losses", nargs="+", default=None, help="override the profile's losses")
     p.add_argument("--temperatures", nargs="+", type=float, default=None,
                    help="override the profile's τ grid")
+    _workers(p)
 
     p = sub.add_parser("reproduce", help="the main job: sweep, then every notebook -> reports/",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -81,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None,
                    help="sweep folder (default: runs/<profile>), reused when it exists")
     p.add_argument("--notebooks", default=None, help="folder of the NN_*.ipynb notebooks")
+    _workers(p)
 
     sub.add_parser("profiles", help="list the profiles and their settings")
     return parser
@@ -140,7 +147,7 @@ def _dispatch(args) -> int:
     if args.command == "sweep":
         from .experiments import run_sweep
 
-        df = run_sweep(spec, args.out, progress=progress)
+        df = run_sweep(spec, args.out, progress=progress, workers=args.workers)
         print(df.to_string(index=False))
         print(f"results: {Path(args.out) / 'results.csv'}")
         return 0
@@ -152,7 +159,7 @@ def _dispatch(args) -> int:
         raise ValueError("reproduce needs the dataset: pass --data-root (e.g. a CIFAR-10 "
                          "image-folder export) or set CL_DATA_ROOT")
     runs = Path(args.runs or Path("runs") / args.profile).resolve()
-    run_sweep(spec, runs, progress=progress)
+    run_sweep(spec, runs, progress=progress, workers=args.workers)
     params = {"PROFILE": args.profile, "DATA_ROOT": str(Path(args.data_root).resolve()),
               "RUNS_DIR": str(runs), "DATASET": args.dataset, "FAST": args.profile == "smoke"}
     notebooks = execute_notebooks(args.out, params, notebook_dir=args.notebooks,

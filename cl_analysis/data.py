@@ -14,6 +14,9 @@ Sources (``DATASETS``):
   when there is no split folder). Classes are sorted by name, which for the CIFAR-10 JPEG export
   is the CIFAR-10 label order.
 
+:func:`synthetic_dataset` makes a small labelled stand-in (coloured stripe patterns) in memory,
+for the notebooks' fast mode when no dataset copy exists.
+
 Image folders are decoded once with Pillow and cached with ``torch.save`` (see
 :mod:`cl_analysis._data_cache`); the torchvision files are already arrays and are not cached.
 """
@@ -187,6 +190,61 @@ def resize(dataset_or_images: ImageDataset | Tensor, size: int,
     parts = [TF.resize(images[i:i + chunk], [size, size], antialias=True)  # (n, 3, size, size)
              for i in range(0, len(images), chunk)]
     return torch.cat(parts) if parts else images.new_empty((0, 3, size, size))
+
+
+def synthetic_dataset(n_per_class: int = 100, num_classes: int = 10, size: int = 16,
+                      split: str = "train", seed: int = 0) -> ImageDataset:
+    """A CIFAR-sized stand-in without any download: class-dependent coloured stripes plus noise.
+
+    Class k has its own stripe orientation (k·180°/K), stripe frequency (1, 1.5 or 2 periods per
+    image side) and pair of colours (hue k/K and its complement). Every image gets a random phase,
+    brightness and Gaussian pixel noise, so instances differ while a tiny ConvNet can still learn
+    the classes (for the notebooks' fast mode when no CIFAR-10 copy is available). ``train`` and
+    ``test`` are drawn from different random streams of the same ``seed``.
+
+    Args:
+        n_per_class: images per class (>= 1); the split holds ``n_per_class * num_classes``.
+        num_classes: number of classes K (>= 2).
+        size: image side in pixels (>= 4); 16 matches the quick/smoke profiles.
+        split: ``"train"`` or ``"test"``.
+        seed: seed of the draw; the same arguments give the same images.
+
+    Returns:
+        An :class:`ImageDataset` named ``"synthetic"``, images sorted by class.
+    """
+    check_choice("split", split, SPLITS)
+    for arg, value, low in (("n_per_class", n_per_class, 1), ("num_classes", num_classes, 2),
+                            ("size", size, 4)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+    n_per_class, num_classes, size = int(n_per_class), int(num_classes), int(size)
+    g = torch.Generator().manual_seed(2 * int(seed) + SPLITS.index(split))
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)  # (N,)
+    n = len(labels)
+    k = labels.double()
+    angle = torch.pi * k / num_classes  # (N,) stripe orientation
+    freq = 1.0 + 0.5 * (labels % 3).double()  # (N,) periods per image side
+    hue = k / num_classes
+    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size  # (S,)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (S, S)
+    proj = xx * angle.cos()[:, None, None] + yy * angle.sin()[:, None, None]  # (N, S, S)
+    phase = 2 * torch.pi * torch.rand(n, 1, 1, generator=g, dtype=torch.float64)
+    stripes = 0.5 + 0.5 * torch.sin(2 * torch.pi * freq[:, None, None] * proj + phase)  # (N, S, S)
+    colour_a, colour_b = _hue_to_rgb(hue), _hue_to_rgb((hue + 0.5) % 1.0)  # (N, 3) each
+    images = (stripes[:, None] * colour_a[:, :, None, None]
+              + (1 - stripes[:, None]) * 0.35 * colour_b[:, :, None, None])  # (N, 3, S, S)
+    images = images * (0.7 + 0.3 * torch.rand(n, 1, 1, 1, generator=g, dtype=torch.float64))
+    images = images + 0.08 * torch.randn(images.shape, generator=g, dtype=torch.float64)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageDataset(images, labels.to(torch.int64), [f"pattern{c}" for c in range(num_classes)],
+                        "synthetic", split, f"synthetic(n_per_class={n_per_class}, num_classes="
+                        f"{num_classes}, size={size}, seed={seed})")
+
+
+def _hue_to_rgb(hue: Tensor) -> Tensor:
+    """Colours (N, 3) in [0, 1] on a smooth colour wheel, from hues (N,) in [0, 1)."""
+    offsets = torch.tensor([0.0, 2.0 / 3.0, 1.0 / 3.0], dtype=hue.dtype)  # R, G, B
+    return (0.5 + 0.5 * torch.cos(2 * torch.pi * (hue[:, None] + offsets))).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------- image folders

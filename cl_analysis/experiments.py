@@ -315,6 +315,7 @@ def run_sweep(
     eval_fn: Callable[..., Any] | None = None,
     config_fn: Callable[[dict[str, Any]], Any] | None = None,
     data: Mapping[str, tuple[Any, Any]] | Callable[[Any], tuple[Any, Any]] | None = None,
+    workers: int = 1,
 ):
     """Train and evaluate every run of ``spec`` that is not finished yet; resumable.
 
@@ -338,12 +339,18 @@ def run_sweep(
             to both functions as ``train_set=``/``test_set=`` (full splits: they apply the
             config's subset/resize). None: with the default ``train_fn`` each dataset is loaded
             once from ``data_root`` / ``CL_DATA_ROOT``; with a custom one nothing is passed.
+        workers: runs trained at once, each in its own process with ``cpu_count // workers``
+            torch threads (small CPU models use cores better this way than with threads).
+            Needs the default train/eval/config functions and ``data=None``.
 
     Returns:
         The results DataFrame (columns :data:`RESULT_COLUMNS`), one row per finished run.
     """
     if not isinstance(spec, SweepSpec):
         raise ValueError(f"spec must be a SweepSpec, got {type(spec).__name__}")
+    if workers > 1 and any(f is not None for f in (train_fn, eval_fn, config_fn, data)):
+        raise ValueError("workers > 1 needs the default train/eval/config functions and "
+                         "data=None (each worker loads its data from data_root)")
     sets_for = _DataCache(data) if data is not None or train_fn is None else (lambda c: {})
     train_fn = train_fn or _default_train
     eval_fn = eval_fn or _default_eval
@@ -351,6 +358,8 @@ def run_sweep(
     out_root = Path(out_root)
     _write_json(spec.to_dict(), out_root / "sweep.json")
     runs = spec.runs()
+    if workers > 1:
+        return _run_parallel(spec, runs, out_root, workers, progress)
     bar = tqdm(runs, desc="sweep", disable=not progress, unit="run")
     for name, overrides in bar:
         run_dir = out_root / name
@@ -375,6 +384,59 @@ def run_sweep(
                     wall_time_s=done - start)
         _write_json(meta, run_dir / RUN_META_FILE)
         _write_results(collect_results(out_root, runs), out_root)
+    df = collect_results(out_root, runs)
+    _write_results(df, out_root)
+    return df
+
+
+def _run_one_in_worker(name: str, overrides: dict[str, Any], out_root: str, linear: bool,
+                       probe_epochs: int | None, profile: str | None, threads: int) -> str:
+    """Train and evaluate one run in a worker process (see ``run_sweep(workers=...)``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    run_dir = Path(out_root) / name
+    config = _default_config(dict(overrides))
+    resume = (run_dir / CHECKPOINT_FILE).is_file()
+    meta = {"run": name, "overrides": overrides, "profile": profile, "resumed": resume}
+    _write_json(meta, run_dir / RUN_META_FILE)
+    start = time.perf_counter()
+    _default_train(config, run_dir, resume=resume, progress=False)
+    trained = time.perf_counter()
+    _default_eval(run_dir, linear=linear, probe_epochs=probe_epochs, progress=False)
+    done = time.perf_counter()
+    meta.update(train_time_s=trained - start, eval_time_s=done - trained,
+                wall_time_s=done - start, workers_threads=threads)
+    _write_json(meta, run_dir / RUN_META_FILE)
+    return name
+
+
+def _run_parallel(spec: SweepSpec, runs, out_root: Path, workers: int, progress: bool):
+    """``run_sweep`` with ``workers`` processes; results are rewritten as each run finishes."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    todo = []
+    for name, overrides in runs:
+        if (out_root / name / EVAL_FILE).is_file():
+            _check_finished(out_root / name, overrides)
+        else:
+            todo.append((name, overrides))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
+               disable=not progress)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_run_one_in_worker, name, dict(overrides), str(out_root),
+                               spec.linear_probe, spec.probe_epochs, spec.profile, threads)
+                   for name, overrides in todo}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                bar.update(1)
+                bar.set_postfix_str(future.result())  # re-raises a worker's error
+                _write_results(collect_results(out_root, runs), out_root)
+    bar.close()
     df = collect_results(out_root, runs)
     _write_results(df, out_root)
     return df

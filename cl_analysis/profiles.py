@@ -29,7 +29,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # CPU profile: a 4-block ConvNet on a stratified 5,000-image CIFAR-10 subset at 16x16.
     # The hard loss keeps the same fraction of the bank as the paper (8.19 %).
     "quick": {
-        "train": dict(model="convnet", head="linear", convnet_widths=(32, 64, 128, 256),
+        "train": dict(model="convnet", head="bn_linear", convnet_widths=(32, 64, 128, 256),
                       image_size=16, subset=5000, epochs=100, batch_size=128, lr=0.03,
                       lr_milestones=(80, 95), weight_decay=5e-4, hard_k=None,
                       hard_fraction=PAPER_HARD_FRACTION, knn_every=10, monitor_size=2000),

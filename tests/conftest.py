@@ -33,5 +33,5 @@ def cifar_root() -> Path:
     """Root of a real CIFAR-10 copy (image-folder export), or skip."""
     root = os.environ.get("CL_DATA_ROOT")
     if not root or not Path(root).is_dir():
-        pytest.skip("real CIFAR-10 not configured: set CL_DATA_ROOT to a CIFAR-10 image-folder root")
+        pytest.skip("real CIFAR-10 not configured: set CL_DATA_ROOT to a CIFAR-10 copy")
     return Path(root)

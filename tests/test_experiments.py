@@ -2,6 +2,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -262,3 +263,31 @@ def test_real_pretrain_and_evaluate_two_run_sweep(tmp_path):
     # Finished: a second call trains nothing (a real pretrain would refuse without resume).
     again = run_sweep(spec, tmp_path, progress=False, data=sets)
     pd.testing.assert_frame_equal(again, df)
+
+
+def test_parallel_workers_match_sequential_sweep(tmp_path):
+    """workers=2 trains each run in its own process; the results equal a sequential sweep."""
+    pytest.importorskip("cl_analysis.evaluate")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for split, n in (("train", 12), ("test", 6)):
+        for c in range(3):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    base = dict(model="convnet", convnet_widths=(8, 8, 8, 8), embedding_dim=16, image_size=16,
+                batch_size=12, epochs=1, hard_k=4, device="cpu", num_threads=1,
+                data_root=str(root))
+    spec = SweepSpec(losses=("info_nce", "simple"), temperatures=(0.5,), datasets=("imagefolder",),
+                     base=base, probe_epochs=2, profile="test")
+    with pytest.raises(ValueError, match="workers > 1 needs the default"):
+        run_sweep(spec, tmp_path / "x", progress=False, workers=2, data={})
+    parallel = run_sweep(spec, tmp_path / "parallel", progress=False, workers=2)
+    sequential = run_sweep(spec, tmp_path / "sequential", progress=False)
+    assert list(parallel.run) == list(sequential.run)
+    for col in ("linear_top1", "knn_top1", "uniformity", "tolerance", "uniformity_bank"):
+        np.testing.assert_allclose(parallel[col], sequential[col], rtol=1e-5, err_msg=col)

@@ -187,3 +187,55 @@ def test_table_to_markdown_and_html():
     assert "83.27" in md and "0.0267" in md and "–" in md
     html = pt.table_to_html(df)
     assert html.startswith("<table") and "83.27" in html
+
+
+def test_metrics_vs_temperature_run_only():
+    results = _results()
+    results["penalty_entropy"] = 5.0 + results["temperature"].fillna(2.0)
+    results["effective_negatives"] = np.exp(results["penalty_entropy"])
+    fig = pe.plot_metrics_vs_temperature(results)
+    ent_ax, eff_ax = fig.axes
+    assert not _lines(ent_ax, dashed=True)  # no paper points for these metrics
+    curves = [ln for ln in ent_ax.get_lines() if len(ln.get_xdata()) == 4]
+    assert len(curves) == 2  # ordinary and hard; simple / hard simple are horizontal lines
+    assert np.allclose(curves[0].get_ydata(), [5.07, 5.3, 5.7, 6.0])
+    assert eff_ax.get_yscale() == "log" and ent_ax.get_yscale() == "linear"
+    assert "penalty entropy" in ent_ax.get_ylabel()
+    with pytest.raises(ValueError, match="no column"):
+        pe.plot_metrics_vs_temperature(results, metrics=("nope",))
+    with pytest.raises(ValueError, match="empty"):
+        pe.plot_metrics_vs_temperature(results, metrics=())
+
+
+def test_training_curves_skip_unmonitored_epochs():
+    rows = [{"epoch": e, "loss": 9.0 - e, "uniformity": None if e % 2 else 2.0 + e,
+             "tolerance": None if e % 2 else 0.1 * e} for e in range(1, 7)]
+    frame = pd.DataFrame(rows)  # None -> NaN, as pd.read_json(lines=True) gives
+    fig = pe.plot_training_curves({"τ=0.07": rows, "τ=1.0": frame})
+    unif, tol = fig.axes
+    lines = unif.get_lines()
+    assert len(lines) == 2
+    assert list(lines[0].get_xdata()) == [2, 4, 6] and list(lines[1].get_ydata()) == [4, 6, 8]
+    assert np.allclose(tol.get_lines()[0].get_ydata(), [0.2, 0.4, 0.6])
+    assert unif.get_xlabel() == "epoch"
+    fig = pe.plot_training_curves({"a": rows}, metrics=("loss",))
+    assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()[0].get_xdata()) == 6
+    with pytest.raises(ValueError, match="metric"):
+        pe.plot_training_curves({})
+
+
+def test_title_overrides_the_default():
+    results = _results()
+    assert pe.plot_ordinary_vs_hard(results, title="X")._suptitle.get_text() == "X"
+    assert pe.plot_uniformity_tolerance(results, title="Y")._suptitle.get_text() == "Y"
+    assert "uniformity and tolerance" in pe.plot_ordinary_vs_hard(results)._suptitle.get_text()
+    assert pe.plot_accuracy_vs_temperature(results, title="Z").axes[0].get_title() == "Z"
+    seps = {0.1: np.random.default_rng(0).uniform(size=(10, 3))}
+    assert pe.plot_local_separation(seps, title="L")._suptitle.get_text() == "L"
+    rows = [{"epoch": 1, "uniformity": 1.0, "tolerance": 0.1}]
+    assert pe.plot_training_curves({"a": rows}, title="T")._suptitle.get_text() == "T"
+    fig = pe.plot_sphere_density(np.random.default_rng(0).normal(size=(20, 2)), title="S")
+    assert fig._suptitle.get_text() == "S"
+    collapsed = pe.plot_sphere_density(np.ones((3, 2)))  # identical points: floored bandwidth
+    assert collapsed._suptitle is None
+    assert np.isfinite(collapsed.axes[1].get_lines()[0].get_ydata()).all()

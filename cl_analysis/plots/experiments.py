@@ -23,6 +23,7 @@ from cl_analysis.experiments import TAU_FREE_LOSSES as _TAU_FREE
 __all__ = [
     "plot_embedding_2d", "plot_uniformity_tolerance", "plot_ordinary_vs_hard",
     "plot_local_separation", "plot_accuracy_vs_temperature", "plot_sphere_density",
+    "plot_metrics_vs_temperature", "plot_training_curves",
 ]
 
 LOSS_COLORS = {"info_nce": "C0", "hard": "C3", "simple": "C2", "hard_simple": "C1",
@@ -31,7 +32,10 @@ LOSS_LABELS = {"info_nce": "ordinary", "hard": "hard", "simple": "simple",
                "hard_simple": "hard simple", "tau_zero_limit": "τ→0 limit"}
 _PAPER = dict(ls="--", mfc="none", alpha=0.8)
 _METRIC_NAMES = {"linear_top1": "linear top-1 (%)", "knn_top1": "kNN top-1 (%)",
-                 "uniformity": "uniformity  $-\\mathcal{L}_{uniformity}$", "tolerance": "tolerance"}
+                 "uniformity": "uniformity  $-\\mathcal{L}_{uniformity}$", "tolerance": "tolerance",
+                 "penalty_entropy": "penalty entropy (nats)",
+                 "effective_negatives": "effective negatives  $e^{H}$",
+                 "knn_accuracy": "kNN accuracy (monitor)", "loss": "training loss"}
 
 
 def _numpy(x) -> np.ndarray:
@@ -122,7 +126,7 @@ def _legend(fig, axes) -> None:
 
 
 def plot_uniformity_tolerance(results, loss: str = "info_nce", dataset: str = "cifar10",
-                              paper: bool = True, protocol: str = "auto"):
+                              paper: bool = True, protocol: str = "auto", title: str | None = None):
     """Figs. 4-7: uniformity (left) and tolerance (right) against τ for one loss.
 
     Args:
@@ -132,16 +136,19 @@ def plot_uniformity_tolerance(results, loss: str = "info_nce", dataset: str = "c
         paper: also draw the paper's values (dashed, hollow markers).
         protocol: ``"bank"`` (the paper's memory-bank metrics), ``"test"`` (test-set features) or
             ``"auto"`` (bank where the results have it).
+        title: figure title; None keeps the default one.
 
     Returns:
         matplotlib Figure with two axes.
     """
-    return plot_ordinary_vs_hard(results, dataset, paper=paper, protocol=protocol, losses=(loss,))
+    return plot_ordinary_vs_hard(results, dataset, paper=paper, protocol=protocol, losses=(loss,),
+                                 title=title)
 
 
 def plot_ordinary_vs_hard(results, dataset: str = "cifar10", paper: bool = True,
                           protocol: str = "auto",
-                          losses=("info_nce", "hard", "simple", "hard_simple")):
+                          losses=("info_nce", "hard", "simple", "hard_simple"),
+                          title: str | None = None):
     """Figs. 4+6 and 5+7 overlaid: uniformity and tolerance vs τ for several losses.
 
     Args:
@@ -150,6 +157,7 @@ def plot_ordinary_vs_hard(results, dataset: str = "cifar10", paper: bool = True,
         paper: also draw the paper's values.
         protocol: see :func:`plot_uniformity_tolerance`.
         losses: which losses; the τ-free ones are horizontal lines.
+        title: figure title; None keeps the default one.
 
     Returns:
         matplotlib Figure with two axes (uniformity, tolerance).
@@ -159,13 +167,15 @@ def plot_ordinary_vs_hard(results, dataset: str = "cifar10", paper: bool = True,
     for ax, metric in zip(axes, ("uniformity", "tolerance")):
         _metric_panel(ax, results, dataset, losses, metric, paper, protocol)
     _legend(fig, axes)
-    fig.suptitle(f"{dataset}: uniformity and tolerance vs τ (paper dashed, this run solid)")
+    fig.suptitle(title or f"{dataset}: uniformity and tolerance vs τ (paper dashed, this run "
+                          f"solid)")
     return fig
 
 
 def plot_accuracy_vs_temperature(results, dataset: str = "cifar10", metric: str = "linear_top1",
                                  paper: bool = True,
-                                 losses=("info_nce", "hard", "simple", "hard_simple")):
+                                 losses=("info_nce", "hard", "simple", "hard_simple"),
+                                 title: str | None = None):
     """Fig. 9: accuracy vs τ, ordinary vs hard CL; paper on the left axis, this run on the right.
 
     The two y-axes differ because a quick run (few epochs, small subset) has much lower absolute
@@ -177,6 +187,7 @@ def plot_accuracy_vs_temperature(results, dataset: str = "cifar10", metric: str 
         metric: ``"linear_top1"`` or ``"knn_top1"`` (percent).
         paper: also draw the paper's points (Fig. 9 sweeps, Table 1 for ImageNet100).
         losses: which losses; the τ-free ones are horizontal lines.
+        title: figure title; None keeps the default one.
 
     Returns:
         matplotlib Figure with two axes (the twin axes: paper left, this run right).
@@ -188,7 +199,8 @@ def plot_accuracy_vs_temperature(results, dataset: str = "cifar10", metric: str 
     ax.set_ylabel(f"paper: {_METRIC_NAMES[metric]}  (dashed)")
     ax_run.set_ylabel(f"this run: {_METRIC_NAMES[metric]}  (solid)")
     _legend(fig, (ax, ax_run))
-    ax.set_title(f"{dataset}: accuracy vs τ (paper left axis, this run right axis)", fontsize=10)
+    ax.set_title(title or f"{dataset}: accuracy vs τ (paper left axis, this run right axis)",
+                 fontsize=10)
     return fig
 
 
@@ -207,7 +219,7 @@ def _reduce_2d(z: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 
 def plot_embedding_2d(embeddings_by_temperature: Mapping, method: str = "tsne",
-                      class_names=None, seed: int = 0):
+                      class_names=None, seed: int = 0, title: str | None = None):
     """Fig. 2: 2-D t-SNE (or UMAP) maps of embeddings, one panel per τ, coloured by class.
 
     Args:
@@ -216,6 +228,7 @@ def plot_embedding_2d(embeddings_by_temperature: Mapping, method: str = "tsne",
         method: ``"tsne"`` (scikit-learn) or ``"umap"`` (umap-learn).
         class_names: optional names for the legend, indexed by label.
         seed: random state of the reduction.
+        title: figure title; None keeps the default one.
 
     Returns:
         matplotlib Figure with one axes per τ.
@@ -239,18 +252,19 @@ def plot_embedding_2d(embeddings_by_temperature: Mapping, method: str = "tsne",
         ax.set_title(f"τ = {tau}")
         ax.set_xticks([]), ax.set_yticks([])
     axes[0, -1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.suptitle(f"{method.upper()} of the embeddings")
+    fig.suptitle(title or f"{method.upper()} of the embeddings")
     fig.tight_layout()
     return fig
 
 
-def plot_local_separation(local_sep_by_temperature: Mapping, ylim=None):
+def plot_local_separation(local_sep_by_temperature: Mapping, ylim=None, title: str | None = None):
     """Fig. 8: box plots of the positive and the 10 nearest negative similarities, per τ.
 
     Args:
         local_sep_by_temperature: ``{τ: (N, k + 1) array}`` from ``metrics.local_separation``
             (column 0 the positive, then the k hardest negatives).
         ylim: optional y-limits; None is automatic (the paper used (0.4, 1.0)).
+        title: figure title; None keeps the default one.
 
     Returns:
         matplotlib Figure with one axes per τ.
@@ -273,7 +287,7 @@ def plot_local_separation(local_sep_by_temperature: Mapping, ylim=None):
         if ylim is not None:
             ax.set_ylim(*ylim)
     axes[0, 0].set_ylabel("similarity")
-    fig.suptitle("local separation: positive vs nearest negatives")
+    fig.suptitle(title or "local separation: positive vs nearest negatives")
     fig.tight_layout()
     return fig
 
@@ -288,7 +302,7 @@ def _unit_rows(z) -> np.ndarray:
     return z / norms
 
 
-def plot_sphere_density(z, labels=None, bandwidth=None):
+def plot_sphere_density(z, labels=None, bandwidth=None, title: str | None = None):
     """Wang & Isola-style view of 2-D / 3-D embeddings on the circle / sphere.
 
     2-D: the points on the unit circle (left) and a wrapped Gaussian KDE of their angle (right).
@@ -300,6 +314,7 @@ def plot_sphere_density(z, labels=None, bandwidth=None):
         labels: optional ``(N,)`` integer labels to colour the points.
         bandwidth: kernel standard deviation in radians of the angle KDE (2-D only); None is
             Scott's rule on the angles.
+        title: optional figure title (none by default).
 
     Returns:
         matplotlib Figure with two axes.
@@ -319,7 +334,8 @@ def plot_sphere_density(z, labels=None, bandwidth=None):
         ax.scatter(u[:, 0], u[:, 1], s=6, c=colors)
         ax.set_aspect("equal"), ax.set_xlim(-1.15, 1.15), ax.set_ylim(-1.15, 1.15)
         theta = np.arctan2(u[:, 1], u[:, 0])
-        sigma = bandwidth or float(np.sqrt(gaussian_kde(theta).covariance[0, 0]))  # Scott
+        # Scott's rule (std * n^(-1/5)), floored so that a collapsed embedding still draws
+        sigma = bandwidth or max(float(np.std(theta, ddof=1)) * len(theta) ** -0.2, 0.01)
         wrapped = np.concatenate([theta - 2 * np.pi, theta, theta + 2 * np.pi])
         kde = gaussian_kde(wrapped, bw_method=sigma / wrapped.std(ddof=1))
         grid = np.linspace(-np.pi, np.pi, 361)
@@ -341,5 +357,78 @@ def plot_sphere_density(z, labels=None, bandwidth=None):
         ax2.set_xlabel("azimuth"), ax2.set_ylabel("sin(elevation)")
     ax.set_title("embeddings on the sphere")
     ax2.set_title("density")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_metrics_vs_temperature(results, metrics=("penalty_entropy", "effective_negatives"),
+                                dataset: str = "cifar10",
+                                losses=("info_nce", "hard", "simple", "hard_simple"),
+                                logy=("effective_negatives",), title: str | None = None):
+    """This run's values of any results columns against τ, one panel per metric (no paper points).
+
+    Args:
+        results: results DataFrame (``experiments.load_results``).
+        metrics: column names, e.g. ``penalty_entropy``, ``effective_negatives``, ``alignment``.
+        dataset: dataset key.
+        losses: which losses; the τ-free ones are horizontal lines.
+        logy: metrics drawn on a log y-axis.
+        title: figure title; None keeps the default one.
+
+    Returns:
+        matplotlib Figure with one axes per metric.
+    """
+    metrics = tuple(metrics)
+    if not metrics:
+        raise ValueError("metrics is empty; pass results column names such as 'penalty_entropy'")
+    missing = [m for m in metrics if results is None or m not in results]
+    if missing:
+        raise ValueError(f"results have no column(s) {missing}; pass a load_results DataFrame")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 2, 3.6),
+                             layout="constrained", squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        _metric_panel(ax, results, dataset, losses, metric, False, "test")
+        if metric in logy:
+            ax.set_yscale("log")
+    _legend(fig, axes[0])
+    fig.suptitle(title or f"{dataset}: this run's {', '.join(metrics)} vs τ")
+    return fig
+
+
+def plot_training_curves(histories: Mapping, metrics=("uniformity", "tolerance"),
+                         title: str | None = None):
+    """Per-epoch curves of runs (their ``metrics.jsonl`` rows), one panel per metric.
+
+    Epochs without a value (monitoring runs every ``knn_every`` epochs) are skipped, so sparse
+    metrics are drawn through the epochs that have them.
+
+    Args:
+        histories: ``{label: rows}`` with rows a list of dicts or a DataFrame holding an
+            ``epoch`` column and the metric columns.
+        metrics: row keys to draw, e.g. ``uniformity``, ``tolerance``, ``loss``, ``knn_accuracy``.
+        title: figure title; None keeps the default one.
+
+    Returns:
+        matplotlib Figure with one axes per metric.
+    """
+    metrics = tuple(metrics)
+    if not histories or not metrics:
+        raise ValueError("pass {label: metrics.jsonl rows} and at least one metric name")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 2, 3.4),
+                             layout="constrained", squeeze=False)
+    for j, (label, rows) in enumerate(histories.items()):
+        rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+        for ax, metric in zip(axes[0], metrics):
+            points = [(r["epoch"], r[metric]) for r in rows
+                      if r.get(metric) is not None and np.isfinite(float(r[metric]))]
+            if points:
+                x, y = np.array(points, dtype=float).T
+                ax.plot(x, y, marker="o", ms=3, color=f"C{j % 10}", label=str(label))
+    for ax, metric in zip(axes[0], metrics):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_METRIC_NAMES.get(metric, metric))
+    _legend(fig, axes[0])
+    fig.suptitle(title or "per-epoch monitoring (metrics.jsonl)")
     return fig
