@@ -40,8 +40,9 @@ def _common(p: argparse.ArgumentParser, *, out_help: str) -> None:
 
 
 def _workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1,
-                   help="runs trained at once, one process each (2 suits a 2-core CPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs trained at once, one process each (default: the profile's; the "
+                        "quick profile uses 2, for a 2-core CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("profiles", help="list the profiles and their settings")
     return parser
+
+
+def _n_workers(args) -> int:
+    return args.workers if args.workers is not None else get_profile(args.profile)["workers"]
 
 
 def _overrides(args) -> dict:
@@ -147,7 +152,7 @@ def _dispatch(args) -> int:
     if args.command == "sweep":
         from .experiments import run_sweep
 
-        df = run_sweep(spec, args.out, progress=progress, workers=args.workers)
+        df = run_sweep(spec, args.out, progress=progress, workers=_n_workers(args))
         print(df.to_string(index=False))
         print(f"results: {Path(args.out) / 'results.csv'}")
         return 0
@@ -159,7 +164,7 @@ def _dispatch(args) -> int:
         raise ValueError("reproduce needs the dataset: pass --data-root (e.g. a CIFAR-10 "
                          "image-folder export) or set CL_DATA_ROOT")
     runs = Path(args.runs or Path("runs") / args.profile).resolve()
-    run_sweep(spec, runs, progress=progress, workers=args.workers)
+    run_sweep(spec, runs, progress=progress, workers=_n_workers(args))
     params = {"PROFILE": args.profile, "DATA_ROOT": str(Path(args.data_root).resolve()),
               "RUNS_DIR": str(runs), "DATASET": args.dataset, "FAST": args.profile == "smoke"}
     notebooks = execute_notebooks(args.out, params, notebook_dir=args.notebooks,

@@ -64,6 +64,7 @@ class TrainConfig:
     data_root: str | None = None  # None: env CL_DATA_ROOT (only read when no train_set is passed)
     subset: int | None = None  # stratified training subset size (seed = `seed`); None: all
     image_size: int = 32  # training resolution; stored images are downsized to it if larger
+    crop_from_full: bool = False  # True: crop the stored images, then resize to image_size
     model: str = "resnet18"  # "resnet18" (CIFAR stem, the paper) | "convnet" (small, for CPUs)
     head: str = "linear"  # "linear" 512->128 (the paper) | "mlp" (SimCLR)
     embedding_dim: int = 128  # D of z on the unit sphere
@@ -164,7 +165,8 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
 
     Loads both splits from ``data_root`` / CL_DATA_ROOT when ``train_set`` is None, takes the
     stratified ``subset`` of the train set (seed = ``config.seed``), downsizes images larger than
-    ``image_size`` and caps the test set at ``monitor_size`` (stratified, same seed).
+    ``image_size`` (unless ``crop_from_full``) and caps the test set at ``monitor_size``
+    (stratified, same seed).
 
     Returns:
         ``[train_set, test_set]``; test_set is None if none was given or loaded.
@@ -181,7 +183,10 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
         train_set = data.subset(train_set, config.subset, seed=config.seed)
     sets = []
     for ds in (train_set, test_set):
-        if ds is not None and ds.images.shape[-1] > config.image_size:
+        # crop_from_full keeps the stored resolution: the augmentation's random crop is cut from
+        # the full image and resized to image_size, and the test transforms resize on the fly.
+        larger = ds is not None and ds.images.shape[-1] > config.image_size
+        if larger and not config.crop_from_full:
             ds = data.resize(ds, config.image_size)
         sets.append(ds)
     cap = config.monitor_size

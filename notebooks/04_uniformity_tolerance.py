@@ -13,14 +13,14 @@
 # `tolerance_bank`) and **test** (clean L2-normalised projections of the test images;
 # `uniformity`, `tolerance`). Each assert names the protocol it uses.
 #
-# **Committed outputs: a real quick-profile run on CIFAR-10 (JPEG export)** (4-block ConvNet,
-# stratified 5,000-image subset at 16×16, 100 epochs, τ ∈ {0.07, 0.3, 1.0}; `cl-analysis
-# profiles`). The **fast mode** (`FAST=True` or `CL_FAST=1`, as in CI / nbval) loads the `smoke`
-# profile instead (200 images, 2 epochs: plumbing only, it shows nothing about the paper) on
-# CIFAR-10 when `DATA_ROOT` / `CL_DATA_ROOT` is set, else on `data.synthetic_dataset` images;
-# it asserts only structural facts (one row per run, finite values, valid ranges). All code
-# lives in `cl_analysis`; this notebook loads the runs (training them only if missing), plots,
-# and asserts.
+# **Committed outputs: a real quick-profile run on CIFAR-10 (JPEG export)** (a 4-block ConvNet on a
+# stratified 5,000-image subset at 16×16; the settings and τ grid are printed below and by
+# `cl-analysis profiles`). The **fast mode** (`FAST=True` or `CL_FAST=1`, as in CI / nbval) loads
+# the `smoke` profile instead (200 images, 2 epochs: plumbing only, it shows nothing about the
+# paper) on CIFAR-10 when `DATA_ROOT` / `CL_DATA_ROOT` is set, else on `data.synthetic_dataset`
+# images; it asserts only structural facts (one row per run, finite values, valid ranges). All code
+# lives in `cl_analysis`; this notebook loads the runs (training them only if missing), plots, and
+# asserts.
 
 # %% tags=["parameters"]
 PROFILE = "quick"
@@ -43,7 +43,7 @@ from cl_analysis import paper_results as pr
 from cl_analysis.experiments import load_results, run_sweep
 from cl_analysis.plots import experiments as pe
 from cl_analysis.plots import table1_side_by_side
-from cl_analysis.profiles import profile_sweep
+from cl_analysis.profiles import get_profile, profile_sweep
 
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
 PROFILE = "smoke" if FAST else PROFILE
@@ -59,9 +59,12 @@ sets = None if DATA_ROOT else {DATASET: (data.synthetic_dataset(40, split="train
 RUNS_DIR = Path(RUNS_DIR or REPO / "runs" / (PROFILE if DATA_ROOT else "smoke-synthetic"))
 spec = profile_sweep(PROFILE, data_root=DATA_ROOT, datasets=(DATASET,), seed=SEED)
 run_sweep(spec, RUNS_DIR, data=sets, progress=False)  # train-or-load: finished runs are skipped
+names = [name for name, _ in spec.runs()]
 results = load_results(RUNS_DIR)
-print(f"FAST={FAST}, profile {PROFILE!r}, data {DATA_ROOT or 'synthetic'}, runs in {RUNS_DIR}: "
-      f"{len(results)} runs")
+results = results[results["run"].isin(names)].reset_index(drop=True)  # this sweep's runs only
+print(f"FAST={FAST}, profile {PROFILE!r}: {get_profile(PROFILE)['description']}\n"
+      f"data {DATA_ROOT or 'synthetic (data.synthetic_dataset)'}; {len(results)} runs in "
+      f"{RUNS_DIR}")
 
 # %% [markdown]
 # The runs: one row per loss × τ (the τ-free simple / hard-simple losses once). Structural
@@ -73,7 +76,7 @@ METRICS = ["uniformity_bank", "tolerance_bank", "uniformity", "tolerance"]
 results[["run", "loss", "temperature", *METRICS]].round(4)
 
 # %%
-assert sorted(results["run"]) == sorted(name for name, _ in spec.runs()), "one row per run"
+assert sorted(results["run"]) == sorted(names), "one row per run of the sweep"
 values = results[METRICS].to_numpy(dtype=float)
 assert np.isfinite(values).all(), results[METRICS]
 assert (results[["uniformity_bank", "uniformity"]].to_numpy() >= 0).all()
@@ -92,7 +95,7 @@ print(f"τ grid {TAUS}")
 #
 # The paper's CIFAR-10 columns are τ ∈ {0.07, 0.3, 0.7, 1.0}; a τ missing from this run's grid
 # is "–" (NaN). First the bank protocol (the one Table 1 used), then the test-set protocol.
-# Absolute values are not comparable (a small ConvNet for 100 epochs on 5,000 16×16 images vs
+# Absolute values are not comparable (a small ConvNet on 5,000 16×16 images vs
 # ResNet-18 for 200 epochs on 50,000 32×32 images): compare the orderings.
 
 # %%

@@ -355,7 +355,7 @@ def plot_sphere_density(z, labels=None, bandwidth=None, title: str | None = None
         ax2.hist2d(azimuth, np.sin(elevation), bins=(36, 18),
                    range=((-np.pi, np.pi), (-1, 1)), cmap="viridis")
         ax2.set_xlabel("azimuth"), ax2.set_ylabel("sin(elevation)")
-    ax.set_title("embeddings on the sphere")
+    ax.set_title("embeddings on the " + ("circle" if u.shape[1] == 2 else "sphere"))
     ax2.set_title("density")
     if title:
         fig.suptitle(title)
