@@ -110,6 +110,8 @@ def _overrides(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cl-analysis`` command."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_root", None):
+        args.data_root = str(Path(args.data_root).expanduser().resolve())
     try:
         return _dispatch(args)
     except (ValueError, FileNotFoundError) as err:
@@ -165,7 +167,7 @@ def _dispatch(args) -> int:
                          "image-folder export) or set CL_DATA_ROOT")
     runs = Path(args.runs or Path("runs") / args.profile).resolve()
     run_sweep(spec, runs, progress=progress, workers=_n_workers(args))
-    params = {"PROFILE": args.profile, "DATA_ROOT": str(Path(args.data_root).resolve()),
+    params = {"PROFILE": args.profile, "DATA_ROOT": args.data_root,
               "RUNS_DIR": str(runs), "DATASET": args.dataset, "FAST": args.profile == "smoke"}
     notebooks = execute_notebooks(args.out, params, notebook_dir=args.notebooks,
                                   progress=progress)

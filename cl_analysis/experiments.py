@@ -40,6 +40,7 @@ EVAL_FILE = "eval.json"
 RUN_META_FILE = "sweep_run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 _SWEEP_KEYS = ("dataset", "regime", "loss", "temperature")
+_LOCATION_KEYS = ("data_root", "device", "num_threads", "progress")
 RESULT_COLUMNS = (
     "run", "dataset", "regime", "loss", "temperature", "linear_top1", "knn_top1", "uniformity",
     "tolerance", "alignment", "penalty_entropy", "effective_negatives", "positive_similarity",
@@ -250,8 +251,9 @@ def _check_finished(run_dir: Path, overrides: Mapping[str, Any]) -> None:
         return
     saved = _read_json(path)
     canon = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  (tuples == lists)
+    # where the data lives and which hardware ran it do not change a finished result
     diffs = {k: (saved[k], v) for k, v in overrides.items()
-             if k in saved and canon(saved[k]) != canon(v)}
+             if k in saved and k not in _LOCATION_KEYS and canon(saved[k]) != canon(v)}
     if diffs:
         listed = ", ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in diffs.items())
         raise ValueError(f"{run_dir} finished with a different config {{{listed}}}; delete its "

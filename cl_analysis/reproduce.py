@@ -60,23 +60,29 @@ def write_summary(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, profi
                   dataset: str = "cifar10") -> tuple[Path, Path]:
     """Table 1 side by side (paper | this run) as ``summary.md`` and ``summary.html``."""
     from .experiments import load_results
+    from .paper_results import DATASETS as PAPER_DATASETS
     from .plots import table1_side_by_side, table_to_html, table_to_markdown
 
     results = load_results(runs_dir)
-    table = table1_side_by_side(results, dataset=dataset)
+    # Table 1 only for the paper's datasets; other data gets the per-run table alone
+    table = table1_side_by_side(results, dataset=dataset) if dataset in PAPER_DATASETS else None
     cols = [c for c in ("run", "loss", "temperature", "linear_top1", "knn_top1", "uniformity",
                         "tolerance", "uniformity_bank", "tolerance_bank", "penalty_entropy",
                         "wall_time_s") if c in results.columns]
     head = (f"# cl-analysis summary — profile `{profile}`, {dataset}\n\n"
             f"Runs in `{runs_dir}`; generated {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
-    md = (head + "## Table 1, paper | this run\n\n" + table_to_markdown(table) +
-          "\n\n## Every run\n\n" + table_to_markdown(results[cols].round(4)))
+    md = head
+    if table is not None:
+        md += "## Table 1, paper | this run\n\n" + table_to_markdown(table) + "\n\n"
+    md += "## Every run\n\n" + table_to_markdown(results[cols].round(4))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md_path, html_path = out / "summary.md", out / "summary.html"
     md_path.write_text(md + "\n", encoding="utf-8")
+    table_html = ("" if table is None else
+                  f"<h2>Table 1, paper | this run</h2>{table_to_html(table)}")
     html_path.write_text(f"<h1>cl-analysis summary: profile {profile}, {dataset}</h1>"
-                         f"<h2>Table 1, paper | this run</h2>{table_to_html(table)}"
+                         f"{table_html}"
                          f"<h2>Every run</h2>{results[cols].round(4).to_html(index=False)}",
                          encoding="utf-8")
     return md_path, html_path

@@ -221,8 +221,10 @@ if not FAST:
 # bank-protocol uniformity and tolerance of that epoch's first 1,000 augmented training queries,
 # and every epoch the mean positive similarity and the penalty entropy (Eq. 5) of the training
 # batches. An *early collapse* would show as low uniformity / high tolerance / positive
-# similarity near 1 in the first epochs that later recovers. Shown for the ordinary and hard
-# losses at the smallest τ, with the largest τ for contrast.
+# similarity near 1 in the first epochs that later recovers (`docs/quick_profile.md` records
+# why the quick profile centres the features before the head: with the paper's plain linear head
+# low-τ runs started collapsed). Shown for the ordinary and hard losses at the smallest τ, with
+# the largest τ for contrast.
 
 # %%
 curve_runs = {f"{loss} τ={t}": results.set_index(["loss", "temperature"]).loc[(loss, t), "run"]

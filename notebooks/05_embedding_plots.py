@@ -194,7 +194,9 @@ for tau in (t_lo, t_hi):
     train.pretrain(config, run_dir, resume=True, train_set=train_set, test_set=test_set,
                    progress=False)  # train-or-load
     model, cfg = train.load_trained_model(run_dir)
-    images = data.resize(test_set, cfg.image_size).images  # as evaluate_run prepares them
+    # as evaluate_run sees them: stored size with crop_from_full (EvalTransform resizes), else
+    # resized once beforehand
+    images = test_set.images if cfg.crop_from_full else data.resize(test_set, cfg.image_size).images
     density[tau] = evaluate.extract_features(model, images, transform=EvalTransform(cfg.image_size),
                                              which="projection", progress=False)  # (N, 2)
 uniform_circle = 4 - math.log(i0(4.0))

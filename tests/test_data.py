@@ -36,6 +36,12 @@ def _write_images(folder: Path, classes=("dog", "cat", "bird"), per_class=3, siz
     return pixels
 
 
+@pytest.fixture(autouse=True)
+def _default_cache_location(monkeypatch):
+    """Tests choose their own cache location; CI's CL_CACHE_DIR must not leak into them."""
+    monkeypatch.delenv("CL_CACHE_DIR", raising=False)
+
+
 @pytest.fixture
 def tree(tmp_path):
     """root/{train,test}/<class>/*.png and a separate cache folder."""

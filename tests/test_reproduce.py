@@ -281,9 +281,6 @@ def test_write_summary_needs_a_results_folder(tmp_path):
         reproduce.write_summary(tmp_path / "missing", tmp_path / "out", "quick")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="known gap: Table 1 has no paper column for an 'imagefolder' dataset, so "
-                          "`reproduce --dataset imagefolder` trains every run, then fails here")
 def test_write_summary_for_a_dataset_outside_table1(tmp_path):
     runs = _fake_results(tmp_path / "runs")
     df = pd.read_csv(runs / "results.csv").assign(dataset="imagefolder")
@@ -309,9 +306,6 @@ def test_reproduce_command_end_to_end(tree, tmp_path, capsys):
     assert (tmp_path / "reports" / "00_check.html").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: `reproduce` trains with --data-root as given "
-                   "but passes the resolved path to the notebooks, whose run_sweep then refuses "
-                   "the finished runs (config data_root differs) when --data-root is relative")
 def test_reproduce_with_a_relative_data_root(tree, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tree.parent)
     nbs = tmp_path / "nbs"
