@@ -32,7 +32,7 @@ __all__ = ["extract_features", "evaluate_model", "evaluate_run", "linear_probe",
 
 EVAL_KEYS = (
     "linear_top1", "linear_best_top1", "linear_train_top1", "linear_epochs", "linear_test_curve",
-    "knn_top1", "knn_top1_backbone", "knn_protocol", "knn_k",
+    "knn_top1", "knn_top1_backbone", "knn_protocol", "knn_k", "knn_by_protocol",
     "uniformity", "tolerance", "alignment", "positive_similarity", "penalty_entropy",
     "effective_negatives", "local_separation_mean", "local_separation_k",
     "n_train", "n_test", "temperature", "image_size", "feature_dim", "embedding_dim", "seed")
@@ -173,7 +173,8 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
       augmentation (final-epoch test top-1, best epoch's, final train top-1, epochs, per-epoch
       test top-1); all ``None`` when ``linear`` is false.
     * ``knn_top1`` (weighted kNN on z; default InstDisc k=200, exp(s/0.07) votes, k capped at
-      N_train), ``knn_top1_backbone`` (same on L2-normalised h), ``knn_protocol``, ``knn_k``.
+      N_train), ``knn_top1_backbone`` (same on L2-normalised h), ``knn_protocol``, ``knn_k``,
+      ``knn_by_protocol`` ({protocol: accuracy on z} for every ``metrics.KNN_PROTOCOLS`` entry).
     * ``uniformity`` (t=2, in [0, 4t], larger = more uniform), ``tolerance`` (class-conditional
       mean cosine, in [-1, 1]).
     * ``alignment`` (alpha=2, in [0, 4]), ``positive_similarity`` (mean cosine): two views of
@@ -240,6 +241,11 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
     out["knn_top1_backbone"] = metrics.knn_accuracy(
         F.normalize(on(h_tr), dim=1), y_tr, F.normalize(on(h_te), dim=1), y_te, **knn)
     out["knn_protocol"], out["knn_k"] = knn["protocol"], int(knn["k"])
+    # every peer's protocol on the same features (peers.md §3.7), k capped at N_train
+    out["knn_by_protocol"] = {
+        name: metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, protocol=name,
+                                   k=min(settings.get("k", 200), n_train))
+        for name, settings in metrics.KNN_PROTOCOLS.items()}
 
     out["uniformity"] = metrics.uniformity(on(z_te), t=2.0).item()
     out["tolerance"] = metrics.tolerance(on(z_te), y_te).item()

@@ -246,6 +246,10 @@ def test_evaluate_model_keys_and_ranges():
                          progress=False, knn={"protocol": "dkobak"})
     assert hot["penalty_entropy"] > out["penalty_entropy"]  # entropy grows with tau
     assert hot["knn_protocol"] == "dkobak" and hot["knn_k"] == 10
+    # every peer protocol is reported; the chosen one equals knn_top1
+    assert set(hot["knn_by_protocol"]) == {"instdisc", "lightly", "solo", "dkobak"}
+    assert hot["knn_by_protocol"]["dkobak"] == pytest.approx(hot["knn_top1"])
+    assert out["knn_by_protocol"]["instdisc"] == pytest.approx(out["knn_top1"])
     assert not set(BANK_KEYS) & set(hot)
 
 
