@@ -27,8 +27,7 @@ test-notebooks:
 notebooks:
 	$(PY) -m jupytext --sync notebooks/*.py
 
-bench:
-	CL_EXTRAS=bench bash scripts/setup.sh
+bench: setup
 	$(PY) benchmarks/bench_losses.py
 
 lint:

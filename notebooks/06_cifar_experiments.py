@@ -52,7 +52,8 @@ if not DATA_ROOT and not FAST:
 sets = None if DATA_ROOT else {DATASET: (data.synthetic_dataset(40, split="train", seed=SEED),
                                          data.synthetic_dataset(30, split="test", seed=SEED))}
 RUNS_DIR = Path(RUNS_DIR or REPO / "runs" / (PROFILE if DATA_ROOT else "smoke-synthetic"))
-spec = profile_sweep(PROFILE, data_root=DATA_ROOT, datasets=(DATASET,), seed=SEED)
+spec = profile_sweep(PROFILE, data_root=DATA_ROOT, datasets=(DATASET,),
+                     seed=SEED or None)  # seed 0 is the default: left out, as the CLI does
 run_sweep(spec, RUNS_DIR, data=sets, progress=False)  # train-or-load: finished runs are skipped
 names = [name for name, _ in spec.runs()]
 results = load_results(RUNS_DIR)
@@ -183,6 +184,13 @@ if not FAST:
     assert hard.loc[t_hi, "linear_top1"] >= ordinary.loc[t_hi, "linear_top1"]
 
 # %% [markdown]
+# In the committed quick run claims 1–3 hold: simple 41.80 % < best ordinary 44.08 %
+# (τ = 0.3); the ordinary loss traces the reverse U (42.05 / 44.08 / 42.56 % at τ = 0.07 / 0.3 /
+# 1.0); the hard loss improves with τ and beats the ordinary one at τ = 1.0 (47.15 vs 42.56 %),
+# and the hard simple loss recovers what the simple loss loses (45.48 %). kNN falls with τ for
+# the ordinary loss (45.89 / 44.68 / 38.43 %), as in the authors' logs. Absolute accuracies are
+# about half the paper's (a ConvNet on 5,000 16×16 images).
+#
 # ## Penalty entropy and effective negatives of the trained models
 #
 # The relative penalty r_i(s_ij) of Eq. 5 is a softmax over the negatives at temperature τ;
@@ -215,7 +223,8 @@ if not FAST:
 
 # %%
 cost = results[["run", "epochs", "wall_time_s"]].assign(wall_time_min=results["wall_time_s"] / 60)
-print(f"total {cost['wall_time_s'].sum() / 60:.1f} min for {len(cost)} runs")
+print(f"sum {cost['wall_time_s'].sum() / 60:.1f} min over {len(cost)} runs; the profile trains "
+      f"{get_profile(PROFILE).get('workers', 1)} run(s) at a time")
 cost.round(2)
 
 # %%

@@ -285,7 +285,12 @@ def test_write_summary_for_a_dataset_outside_table1(tmp_path):
     runs = _fake_results(tmp_path / "runs")
     df = pd.read_csv(runs / "results.csv").assign(dataset="imagefolder")
     df.to_csv(runs / "results.csv", index=False)
-    reproduce.write_summary(runs, tmp_path / "reports", "quick", dataset="imagefolder")
+    md_path, html_path = reproduce.write_summary(runs, tmp_path / "reports", "quick",
+                                                 dataset="imagefolder")
+    md = md_path.read_text(encoding="utf-8")
+    assert "## Table 1" not in md and "## Every run" in md  # no paper column for this data
+    assert "cifar10-memory_bank-hard-t0.3" in md
+    assert html_path.read_text(encoding="utf-8").count("<table") == 1
 
 
 def test_reproduce_command_end_to_end(tree, tmp_path, capsys):
@@ -320,4 +325,11 @@ def test_reproduce_with_a_relative_data_root(tree, tmp_path, monkeypatch, capsys
                      "--device", "cpu", "--epochs", "1", "--runs", str(tmp_path / "runs"),
                      "--notebooks", str(nbs), "--out", str(tmp_path / "reports"),
                      "--no-progress"])
-    assert code == 0
+    assert code == 0, capsys.readouterr().err
+    resolved = str(tree.resolve())  # the sweep and the notebooks both get the absolute path
+    config = json.loads((tmp_path / "runs" / "cifar10-memory_bank-info_nce-t0.07" /
+                         "config.json").read_text())
+    assert config["data_root"] == resolved
+    nb = nbformat.read(tmp_path / "reports" / "00_load.ipynb", as_version=4)
+    (injected,) = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert f'DATA_ROOT = "{resolved}"' in injected.source
