@@ -64,6 +64,11 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return _write_atomic(path, lambda f: torch.save(obj, f))
 
 
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"

@@ -9,11 +9,9 @@ called again. After every run the table of finished runs is rewritten atomically
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cl_analysis._checks import check_temperature
+from cl_analysis.checkpoint import write_text_atomic as _write_text_atomic
 
 __all__ = [
     "TAU_FREE_LOSSES",
@@ -132,22 +131,6 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (saved as ``out_root/sweep.json``)."""
         return asdict(self)
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _write_json(obj: Any, path: Path) -> None:

@@ -35,15 +35,28 @@ def execute_notebooks(out_dir: str | os.PathLike, parameters: dict[str, Any], *,
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(notebook_paths(notebook_dir), desc="notebooks", disable=not progress):
-        declared = papermill.inspect_notebook(str(path))
-        params = {k: v for k, v in parameters.items() if k in declared}
         target = out / path.name
-        papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
-                                   progress_bar=False, kernel_name="python3")
+        _with_python_kernel(path, target)  # jupytext pairing may strip the kernelspec
+        declared = papermill.inspect_notebook(str(target))
+        params = {k: v for k, v in parameters.items() if k in declared}
+        papermill.execute_notebook(str(target), str(target), parameters=params,
+                                   cwd=str(path.parent), progress_bar=False,
+                                   kernel_name="python3")
         if html:
             _to_html(target)
         written.append(target)
     return written
+
+
+def _with_python_kernel(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``, naming the python3 kernel where the notebook names none."""
+    import nbformat
+
+    nb = nbformat.read(source, as_version=4)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
+                                          "language": "python"})
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nbformat.write(nb, target)
 
 
 def _to_html(notebook: Path) -> Path:

@@ -28,7 +28,6 @@ SEED = 0
 # %%
 import math
 import os
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,32 +38,18 @@ from scipy.special import i0
 from cl_analysis import data, evaluate, metrics, train
 from cl_analysis import paper_results as pr
 from cl_analysis.augment import EvalTransform
-from cl_analysis.experiments import load_results, run_sweep
+from cl_analysis.notebook_runs import load_sweep_runs
 from cl_analysis.plots import experiments as pe
-from cl_analysis.profiles import get_profile, profile_config, profile_sweep
+from cl_analysis.profiles import profile_config
 
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
-PROFILE = "smoke" if FAST else PROFILE
-DATA_ROOT = DATA_ROOT or os.environ.get("CL_DATA_ROOT")
-REPO = Path.cwd().resolve().parent  # papermill, nbconvert and nbval run notebooks in notebooks/
 plt.rcParams["figure.dpi"] = 80
+# train-or-load the profile's sweep (finished runs are only loaded); fast mode: smoke profile
+sweep = load_sweep_runs(PROFILE, DATA_ROOT, RUNS_DIR, DATASET, fast=FAST, seed=SEED)
+PROFILE, DATA_ROOT, RUNS_DIR, sets = sweep.profile, sweep.data_root, sweep.runs_dir, sweep.sets
+names, results = sweep.names, sweep.results
+print(f"FAST={FAST}, {sweep.describe()}")
 torch.manual_seed(SEED)
-if not DATA_ROOT and not FAST:
-    raise ValueError("no dataset: set DATA_ROOT (papermill -p DATA_ROOT /path/to/cifar10) or "
-                     "CL_DATA_ROOT to a CIFAR-10 copy, or run the fast mode (CL_FAST=1), which "
-                     "falls back to synthetic images")
-sets = None if DATA_ROOT else {DATASET: (data.synthetic_dataset(40, split="train", seed=SEED),
-                                         data.synthetic_dataset(30, split="test", seed=SEED))}
-RUNS_DIR = Path(RUNS_DIR or REPO / "runs" / (PROFILE if DATA_ROOT else "smoke-synthetic"))
-spec = profile_sweep(PROFILE, data_root=DATA_ROOT, datasets=(DATASET,),
-                     seed=SEED or None)  # seed 0 is the default: left out, as the CLI does
-run_sweep(spec, RUNS_DIR, data=sets, progress=False)  # train-or-load: finished runs are skipped
-names = [name for name, _ in spec.runs()]
-results = load_results(RUNS_DIR)
-results = results[results["run"].isin(names)].reset_index(drop=True)  # this sweep's runs only
-print(f"FAST={FAST}, profile {PROFILE!r}: {get_profile(PROFILE)['description']}\n"
-      f"data {DATA_ROOT or 'synthetic (data.synthetic_dataset)'}; {len(results)} runs in "
-      f"{RUNS_DIR}")
 
 # %% [markdown]
 # Each evaluated run saved `embeddings_test.pt`: the L2-normalised test projections `z`, their

@@ -333,3 +333,15 @@ def test_reproduce_with_a_relative_data_root(tree, tmp_path, monkeypatch, capsys
     nb = nbformat.read(tmp_path / "reports" / "00_load.ipynb", as_version=4)
     (injected,) = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert f'DATA_ROOT = "{resolved}"' in injected.source
+
+
+def test_execute_notebooks_without_a_kernelspec(tmp_path):
+    """jupytext pairing with notebook_metadata_filter="-all" drops the kernelspec: still runs."""
+    nbs = tmp_path / "nbs"
+    path = _notebook(nbs / "00_bare.ipynb", "print(f'got {X}')", parameters="X = 0")
+    nb = nbformat.read(path, as_version=4)
+    del nb.metadata["kernelspec"]
+    nbformat.write(nb, path)
+    (written,) = reproduce.execute_notebooks(tmp_path / "out", {"X": 3}, notebook_dir=nbs,
+                                             progress=False, html=False)
+    assert "got 3" in nbformat.read(written, as_version=4).cells[-1].outputs[0]["text"]
