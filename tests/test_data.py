@@ -245,23 +245,15 @@ def test_image_dataset_validates():
     assert DATASETS == ("cifar10", "cifar100", "svhn", "imagefolder")
 
 
-@pytest.fixture(scope="module")
-def cifar10_root() -> Path:
-    root = os.environ.get("CL_DATA_ROOT")
-    if not root or not Path(root).is_dir():
-        pytest.skip("real CIFAR-10 not configured: set CL_DATA_ROOT to a CIFAR-10 image folder")
-    return Path(root)
-
-
 @pytest.mark.cifar
-def test_real_cifar10_image_folder(cifar10_root, tmp_path):
+def test_real_cifar10_image_folder(cifar_root, tmp_path):
     for split, per_class in (("train", 5000), ("test", 1000)):
-        ds = load_dataset("cifar10", cifar10_root, split, cache_dir=tmp_path, progress=False)
+        ds = load_dataset("cifar10", cifar_root, split, cache_dir=tmp_path, progress=False)
         assert ds.classes == CIFAR10_CLASSES and len(ds) == 10 * per_class
         assert ds.images.shape == (10 * per_class, 3, 32, 32) and ds.images.dtype == torch.uint8
         assert torch.bincount(ds.labels).tolist() == [per_class] * 10
         assert torch.equal(ds.labels, torch.arange(10).repeat_interleave(per_class))
-        first = sorted((cifar10_root / split / "cat").iterdir())[0]
+        first = sorted((cifar_root / split / "cat").iterdir())[0]
         with Image.open(first) as im:
             pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         assert torch.equal(ds.images[3 * per_class], pixels)
