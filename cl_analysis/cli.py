@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None,
                    help="sweep folder (default: runs/<profile>), reused when it exists")
     p.add_argument("--notebooks", default=None, help="folder of the NN_*.ipynb notebooks")
+    p.add_argument("--temperatures", nargs="+", type=float, default=None,
+                   help="override the profile's τ grid (sweep and notebooks)")
     _workers(p)
 
     sub.add_parser("profiles", help="list the profiles and their settings")
@@ -168,7 +170,8 @@ def _dispatch(args) -> int:
     runs = Path(args.runs or Path("runs") / args.profile).resolve()
     run_sweep(spec, runs, progress=progress, workers=_n_workers(args))
     params = {"PROFILE": args.profile, "DATA_ROOT": args.data_root,
-              "RUNS_DIR": str(runs), "DATASET": args.dataset, "FAST": args.profile == "smoke"}
+              "RUNS_DIR": str(runs), "DATASET": args.dataset, "FAST": args.profile == "smoke",
+              "TEMPERATURES": args.temperatures}
     notebooks = execute_notebooks(args.out, params, notebook_dir=args.notebooks,
                                   progress=progress)
     md, html = write_summary(runs, args.out, args.profile, args.dataset)

@@ -45,8 +45,8 @@ class SweepRuns:
 
 def load_sweep_runs(profile: str = "quick", data_root: str | None = None,
                     runs_dir: str | os.PathLike | None = None, dataset: str = "cifar10", *,
-                    fast: bool = False, seed: int = 0, repo: str | os.PathLike | None = None,
-                    progress: bool = False) -> SweepRuns:
+                    fast: bool = False, seed: int = 0, temperatures=None,
+                    repo: str | os.PathLike | None = None, progress: bool = False) -> SweepRuns:
     """Train-or-load ``profile``'s sweep and return it with its results.
 
     Args:
@@ -57,6 +57,7 @@ def load_sweep_runs(profile: str = "quick", data_root: str | None = None,
         dataset: dataset name of :mod:`cl_analysis.data`.
         fast: the notebooks' fast mode (CI): smoke profile, synthetic data without a data root.
         seed: the sweep's seed (0 is the default and left out of the configs, as the CLI does).
+        temperatures: the τ grid; None: the profile's (quick: 0.07, 0.3, 1.0).
         repo: folder holding ``runs/``; None: the parent of the working directory (notebooks run
             in ``notebooks/``).
         progress: tqdm bars while training missing runs.
@@ -77,7 +78,8 @@ def load_sweep_runs(profile: str = "quick", data_root: str | None = None,
                                                  seed=seed))}
     repo = Path(repo) if repo else Path.cwd().resolve().parent
     runs_dir = Path(runs_dir or repo / "runs" / (profile if data_root else "smoke-synthetic"))
-    spec = profile_sweep(profile, data_root=data_root, datasets=(dataset,), seed=seed or None)
+    spec = profile_sweep(profile, data_root=data_root, datasets=(dataset,), seed=seed or None,
+                         temperatures=temperatures)
     workers = get_profile(profile)["workers"] if sets is None else 1
     run_sweep(spec, runs_dir, data=sets, progress=progress, workers=workers)  # train-or-load
     results = load_results(runs_dir)

@@ -22,6 +22,7 @@ PROFILE = "quick"
 DATA_ROOT = None
 RUNS_DIR = None
 DATASET = "cifar10"
+TEMPERATURES = None  # the τ grid, e.g. [0.07, 0.2, 0.5, 1.0]; None: the profile's
 FAST = False
 SEED = 0
 
@@ -41,7 +42,8 @@ from cl_analysis.profiles import get_profile
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
 plt.rcParams["figure.dpi"] = 80
 # train-or-load the profile's sweep (finished runs are only loaded); fast mode: smoke profile
-sweep = load_sweep_runs(PROFILE, DATA_ROOT, RUNS_DIR, DATASET, fast=FAST, seed=SEED)
+sweep = load_sweep_runs(PROFILE, DATA_ROOT, RUNS_DIR, DATASET, fast=FAST, seed=SEED,
+                        temperatures=TEMPERATURES)
 PROFILE, DATA_ROOT, RUNS_DIR, sets = sweep.profile, sweep.data_root, sweep.runs_dir, sweep.sets
 names, results = sweep.names, sweep.results
 print(f"FAST={FAST}, {sweep.describe()}")
