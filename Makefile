@@ -29,6 +29,7 @@ notebooks:
 
 bench: setup
 	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_training.py --profiles quick paper --threads 1 2
 
 lint:
 	$(PY) -m ruff check cl_analysis tests benchmarks
