@@ -33,8 +33,9 @@ def _common(p: argparse.ArgumentParser, *, out_help: str) -> None:
                         "negatives (default: memory_bank)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     p.add_argument("--device", default=None,
-                   help="auto | cpu | cuda | cuda:N (default: the profile's, auto)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+                   help="auto | cpu | cuda | cuda:N (default: auto, cuda when available)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of weights, bank, data order and augmentation (default: 0)")
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -53,37 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "Contrastive Loss', and SimCLR's in-batch setup.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pre-train one model (resumable)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("pretrain", help="pre-train one model (resumable)")
     _common(p, out_help="run directory: config.json, checkpoint.pt, metrics.jsonl, eval.json")
     p.add_argument("--loss", default="info_nce",
                    help="info_nce (Eq. 1) | hard (Eq. 9) | simple (Eq. 3) | hard_simple | "
-                        "tau_zero_limit (Eq. 6) | nt_xent (simclr regime)")
-    p.add_argument("--temperature", type=float, default=0.07, help="temperature τ > 0")
+                        "tau_zero_limit (Eq. 6) | nt_xent (simclr regime). "
+                        "Default: info_nce")
+    p.add_argument("--temperature", type=float, default=0.07,
+                   help="temperature τ > 0 (default: 0.07)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run directory's last checkpoint")
     p.add_argument("--evaluate", action="store_true",
                    help="evaluate after training (linear probe, kNN, metrics) into eval.json")
 
-    p = sub.add_parser("evaluate", help="evaluate a run directory into eval.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("evaluate", help="evaluate a run directory into eval.json")
     p.add_argument("--out", required=True, help="run directory written by `pretrain`")
     p.add_argument("--probe-epochs", type=int, default=None,
                    help="linear-probe epochs (default: the paper's 100)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    p = sub.add_parser("sweep", help="train + evaluate a profile's loss x τ grid (resumable)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("sweep", help="train + evaluate a profile's loss x τ grid (resumable)")
     _common(p, out_help="sweep folder: one run directory per run plus results.csv/json")
-    p.add_argument("--losses", nargs="+", default=None, help="override the profile's losses")
+    p.add_argument("--losses", nargs="+", default=None,
+                   help="override the profile's losses (quick: info_nce hard simple hard_simple)")
     p.add_argument("--temperatures", nargs="+", type=float, default=None,
-                   help="override the profile's τ grid")
+                   help="override the profile's τ grid (quick: 0.07 0.3 1.0)")
     _workers(p)
 
-    p = sub.add_parser("reproduce", help="the main job: sweep, then every notebook -> reports/",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("reproduce", help="the main job: sweep, then every notebook -> reports/")
     _common(p, out_help="report folder: executed notebooks (.ipynb, .html) and summary.md/html")
     p.add_argument("--runs", default=None,
                    help="sweep folder (default: runs/<profile>), reused when it exists")
