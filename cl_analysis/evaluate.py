@@ -325,8 +325,8 @@ def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict 
     bank = state.get("bank")
     bank = bank.get("bank") if isinstance(bank, dict) else bank  # MemoryBank state dict
 
-    train_set, test_set = train._prepare_data(replace(cfg, monitor_size=None), train_set,
-                                              test_set, progress)
+    train_set, test_set = train.prepare_data(replace(cfg, monitor_size=None), train_set,
+                                             test_set, progress)
     if test_set is None:
         root = cfg.data_root or os.environ.get("CL_DATA_ROOT")
         if not root:

@@ -195,7 +195,6 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
     return sets
 
 
-_prepare_data = prepare_data  # the name evaluate.py first used
 
 
 @contextlib.contextmanager
