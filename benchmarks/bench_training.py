@@ -20,10 +20,10 @@ import torch
 from torchvision.transforms import v2
 
 from cl_analysis import losses
-from cl_analysis.augment import CIFAR_MEAN, CIFAR_STD, PaperAugment
-from cl_analysis.memory_bank import MemoryBank
-from cl_analysis.models import build_model
-from cl_analysis.profiles import get_profile
+from cl_analysis.training.augment import CIFAR_MEAN, CIFAR_STD, PaperAugment
+from cl_analysis.training.memory_bank import MemoryBank
+from cl_analysis.training.models import build_model
+from cl_analysis.study.profiles import get_profile
 
 DATASET_SIZE = 50_000  # CIFAR-10 train
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .profiles import PROFILES, get_profile, profile_config, profile_sweep
+from .study.profiles import PROFILES, get_profile, profile_config, profile_sweep
 
 EPILOG = """examples:
   cl-analysis pretrain --profile quick --data-root ../shared/data/cifar10 --loss info_nce \\
@@ -129,8 +129,8 @@ def _dispatch(args) -> int:
             print(f"  train: {prof['train']}\n  sweep: {prof['sweep']}\n  eval: {prof['eval']}")
         return 0
     if args.command == "pretrain":
-        from .evaluate import evaluate_run
-        from .train import pretrain
+        from .evaluation.evaluate import evaluate_run
+        from .training.pretrain import pretrain
 
         config = profile_config(args.profile, **_overrides(args), loss=args.loss,
                                 temperature=args.temperature)
@@ -143,7 +143,7 @@ def _dispatch(args) -> int:
                              default=str, indent=1))
         return 0
     if args.command == "evaluate":
-        from .evaluate import evaluate_run
+        from .evaluation.evaluate import evaluate_run
 
         result = evaluate_run(args.out, linear=not args.no_linear, probe_epochs=args.probe_epochs,
                               device=args.device, progress=progress)
@@ -154,14 +154,14 @@ def _dispatch(args) -> int:
                          temperatures=getattr(args, "temperatures", None), seed=args.seed,
                          device=args.device, epochs=args.epochs)
     if args.command == "sweep":
-        from .experiments import run_sweep
+        from .study.sweep import run_sweep
 
         df = run_sweep(spec, args.out, progress=progress, workers=_n_workers(args))
         print(df.to_string(index=False))
         print(f"results: {Path(args.out) / 'results.csv'}")
         return 0
     # reproduce
-    from .experiments import run_sweep
+    from .study.sweep import run_sweep
     from .reproduce import execute_notebooks, write_summary
 
     if not args.data_root:

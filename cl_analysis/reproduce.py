@@ -72,8 +72,8 @@ def _to_html(notebook: Path) -> Path:
 def write_summary(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, profile: str,
                   dataset: str = "cifar10") -> tuple[Path, Path]:
     """Table 1 side by side (paper | this run) as ``summary.md`` and ``summary.html``."""
-    from .experiments import load_results
-    from .paper_results import DATASETS as PAPER_DATASETS
+    from .study.sweep import load_results
+    from .study.paper_results import DATASETS as PAPER_DATASETS
     from .plots import table1_side_by_side, table_to_html, table_to_markdown
 
     results = load_results(runs_dir)

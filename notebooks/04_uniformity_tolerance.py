@@ -38,8 +38,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cl_analysis import paper_results as pr
-from cl_analysis.notebook_runs import load_sweep_runs
+from cl_analysis.study import paper_results as pr
+from cl_analysis.study.runs import load_sweep_runs
 from cl_analysis.plots import experiments as pe
 from cl_analysis.plots import table1_side_by_side
 

@@ -37,11 +37,11 @@ import torch
 from scipy.special import i0
 
 from cl_analysis import data, evaluate, metrics, train
-from cl_analysis import paper_results as pr
-from cl_analysis.augment import EvalTransform
-from cl_analysis.notebook_runs import load_sweep_runs
+from cl_analysis.study import paper_results as pr
+from cl_analysis.training.augment import EvalTransform
+from cl_analysis.study.runs import load_sweep_runs
 from cl_analysis.plots import experiments as pe
-from cl_analysis.profiles import profile_config
+from cl_analysis.study.profiles import profile_config
 
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
 plt.rcParams["figure.dpi"] = 80

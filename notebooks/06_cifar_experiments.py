@@ -33,11 +33,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cl_analysis import paper_results as pr
-from cl_analysis.notebook_runs import load_sweep_runs
+from cl_analysis.study import paper_results as pr
+from cl_analysis.study.runs import load_sweep_runs
 from cl_analysis.plots import experiments as pe
 from cl_analysis.plots import table1_side_by_side, table_to_markdown
-from cl_analysis.profiles import get_profile
+from cl_analysis.study.profiles import get_profile
 
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
 plt.rcParams["figure.dpi"] = 80

@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cl_analysis.augment import (
+from cl_analysis.training.augment import (
     CIFAR_MEAN,
     CIFAR_STD,
     JITTER_OPS,
@@ -120,7 +120,7 @@ def test_crop_parameters_follow_torchvision_distribution():
 
 
 def test_jitter_without_crop_leaves_the_input_alone():
-    from cl_analysis.augment import BatchAugment
+    from cl_analysis.training.augment import BatchAugment
 
     x = torch.rand(8, 3, 16, 16, generator=_gen(17))
     x_before = x.clone()
@@ -132,7 +132,7 @@ def test_jitter_without_crop_leaves_the_input_alone():
 
 def test_crop_fallback_is_torchvision_central_crop():
     # scale (1, 1) on a wide 10x40 image never fits, so every sample takes the fallback
-    from cl_analysis.augment import BatchAugment
+    from cl_analysis.training.augment import BatchAugment
 
     module = BatchAugment(size=8, scale=(1.0, 1.0), jitter=None, gray_p=0.0, flip=False)
     _, p = module(torch.rand(5, 3, 10, 40), return_params=True)

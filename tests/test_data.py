@@ -14,8 +14,8 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from cl_analysis import data
-from cl_analysis.data import DATASETS, ImageDataset, load_dataset, resize, subset
+from cl_analysis.training import data
+from cl_analysis.training.data import DATASETS, ImageDataset, load_dataset, resize, subset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
@@ -94,7 +94,7 @@ def test_cache_fresh_then_reused_without_decoding(tree, monkeypatch, caplog):
         raise AssertionError("decoded although a valid cache exists")
 
     monkeypatch.setattr(data, "_decode", no_decode)
-    with caplog.at_level(logging.INFO, logger="cl_analysis.data"):
+    with caplog.at_level(logging.INFO, logger="cl_analysis.training.data"):
         second = _load(root, cache)
     assert torch.equal(first.images, second.images) and "loaded 9 decoded" in caplog.text
     assert not list(cache.glob(".*.tmp"))  # atomic write left no temp file
@@ -104,12 +104,12 @@ def test_stale_cache_is_detected_after_adding_a_file(tree, caplog):
     root, cache, _ = tree
     assert len(_load(root, cache)) == 9
     Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(root / "train" / "cat" / "new.png")
-    with caplog.at_level(logging.WARNING, logger="cl_analysis.data"):
+    with caplog.at_level(logging.WARNING, logger="cl_analysis.training.data"):
         ds = _load(root, cache)
     assert len(ds) == 10 and "stale" in caplog.text and "fingerprint" in caplog.text
     assert ds.images[6].sum() == 0  # sorted: 0000..0002.png, then new.png
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="cl_analysis.data"):
+    with caplog.at_level(logging.WARNING, logger="cl_analysis.training.data"):
         assert len(_load(root, cache)) == 10  # rebuilt cache is valid again
     assert not caplog.text
 
@@ -121,7 +121,7 @@ def test_corrupt_cache_is_detected_and_rebuilt(tree, caplog, damage):
     (path,) = cache.glob("*.pt")
     raw = path.read_bytes()
     path.write_bytes(b"not a torch file" * 10 if damage == "garbage" else raw[: len(raw) // 2])
-    with caplog.at_level(logging.WARNING, logger="cl_analysis.data"):
+    with caplog.at_level(logging.WARNING, logger="cl_analysis.training.data"):
         ds = _load(root, cache)
     assert torch.equal(ds.images, expected) and "unreadable" in caplog.text
     assert torch.load(path, weights_only=True)["key"]["n"] == 9  # rewritten

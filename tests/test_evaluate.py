@@ -1,4 +1,4 @@
-"""Tests of cl_analysis.linear_probe and cl_analysis.evaluate on tiny synthetic data (CPU)."""
+"""Tests of cl_analysis.evaluation.linear_probe and cl_analysis.evaluation.evaluate on tiny synthetic data (CPU)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,23 @@ import math
 import pytest
 import torch
 
-from cl_analysis.augment import EvalTransform
-from cl_analysis.data import ImageDataset
-from cl_analysis.evaluate import (
+from cl_analysis.training.augment import EvalTransform
+from cl_analysis.training.data import ImageDataset
+from cl_analysis.evaluation.evaluate import (
     BANK_KEYS,
     EVAL_KEYS,
     evaluate_model,
     evaluate_run,
     extract_features,
 )
-from cl_analysis.linear_probe import (
+from cl_analysis.evaluation.linear_probe import (
     _epoch_order,
     assert_model_unchanged,
     linear_probe,
     probe_from_model,
     snapshot_model,
 )
-from cl_analysis.models import build_model
+from cl_analysis.training.models import build_model
 
 SIZE = 16
 
@@ -282,7 +282,7 @@ def test_evaluate_model_validation():
 
 # ----------------------------------------------------------------------------- evaluate_run
 def test_evaluate_run_writes_eval_json(tmp_path):
-    from cl_analysis.train import TrainConfig, pretrain
+    from cl_analysis.training.pretrain import TrainConfig, pretrain
 
     tr, te = _images(72), _images(30, seed=1, split="test")
     cfg = TrainConfig(dataset="cifar10", subset=60, image_size=SIZE, model="convnet",
@@ -316,7 +316,7 @@ def test_linear_probe_leaves_global_rng_alone():
 
 
 def test_evaluate_run_simclr_regime_has_no_bank_keys(tmp_path):
-    from cl_analysis.train import TrainConfig, pretrain
+    from cl_analysis.training.pretrain import TrainConfig, pretrain
 
     tr, te = _images(40), _images(20, seed=1, split="test")
     cfg = TrainConfig(dataset="cifar10", image_size=SIZE, model="convnet", regime="simclr",

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cl_analysis import experiments as ex
-from cl_analysis.experiments import RESULT_COLUMNS, SweepSpec, load_results, run_sweep
+from cl_analysis.study import sweep as ex
+from cl_analysis.study.sweep import RESULT_COLUMNS, SweepSpec, load_results, run_sweep
 
 
 class FakeTrainer:
@@ -235,10 +235,10 @@ def test_data_passed_to_train_and_eval(tmp_path):
 
 
 def test_real_pretrain_and_evaluate_two_run_sweep(tmp_path):
-    pytest.importorskip("cl_analysis.evaluate")
+    pytest.importorskip("cl_analysis.evaluation.evaluate")
     import torch
 
-    from cl_analysis.data import ImageDataset
+    from cl_analysis.training.data import ImageDataset
 
     def make(n, seed):
         g = torch.Generator().manual_seed(seed)
@@ -267,7 +267,7 @@ def test_real_pretrain_and_evaluate_two_run_sweep(tmp_path):
 
 def test_parallel_workers_match_sequential_sweep(tmp_path):
     """workers=2 trains each run in its own process; the results equal a sequential sweep."""
-    pytest.importorskip("cl_analysis.evaluate")
+    pytest.importorskip("cl_analysis.evaluation.evaluate")
     from PIL import Image
 
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_analysis.memory_bank import MemoryBank
+from cl_analysis.training.memory_bank import MemoryBank
 
 
 def test_init_matches_authors():

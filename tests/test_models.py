@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from cl_analysis.models import (
+from cl_analysis.training.models import (
     ContrastiveModel,
     ConvNet,
     ProjectionHead,

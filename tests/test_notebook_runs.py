@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cl_analysis.notebook_runs import load_sweep_runs
+from cl_analysis.study.runs import load_sweep_runs
 
 
 def test_without_data_only_the_fast_mode_runs(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from cl_analysis import paper_results as pr
+from cl_analysis.study import paper_results as pr
 
 
 @pytest.mark.parametrize(

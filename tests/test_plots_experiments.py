@@ -10,7 +10,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from cl_analysis.experiments import RESULT_COLUMNS  # noqa: E402
+from cl_analysis.study.sweep import RESULT_COLUMNS  # noqa: E402
 from cl_analysis.plots import experiments as pe  # noqa: E402
 from cl_analysis.plots import tables as pt  # noqa: E402
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from cl_analysis import cli, reproduce
-from cl_analysis.experiments import RESULT_COLUMNS
-from cl_analysis.profiles import PROFILES
+from cl_analysis.study.sweep import RESULT_COLUMNS
+from cl_analysis.study.profiles import PROFILES
 
 
 def _subparsers():
@@ -315,8 +315,8 @@ def test_reproduce_with_a_relative_data_root(tree, tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tree.parent)
     nbs = tmp_path / "nbs"
     _notebook(nbs / "00_load.ipynb",
-              "from cl_analysis.experiments import run_sweep\n"
-              "from cl_analysis.profiles import profile_sweep\n"
+              "from cl_analysis.study.sweep import run_sweep\n"
+              "from cl_analysis.study.profiles import profile_sweep\n"
               "spec = profile_sweep(PROFILE, data_root=DATA_ROOT, epochs=1, device='cpu',\n"
               "                     losses=('info_nce',), temperatures=(0.07,))\n"
               "run_sweep(spec, RUNS_DIR, progress=False)  # all finished: loads only",

@@ -1,12 +1,12 @@
-"""cl_analysis.data.synthetic_dataset: the in-memory stand-in for CIFAR-10 in fast mode."""
+"""cl_analysis.training.data.synthetic_dataset: the in-memory stand-in for CIFAR-10 in fast mode."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cl_analysis import data
-from cl_analysis.data import ImageDataset, synthetic_dataset
+from cl_analysis.training import data
+from cl_analysis.training.data import ImageDataset, synthetic_dataset
 
 
 def test_shapes_dtypes_and_balanced_labels():
@@ -48,8 +48,8 @@ def test_classes_are_learnable_from_pixels():
 
 
 def test_works_with_subset_and_a_smoke_training_run(tmp_path):
-    from cl_analysis.profiles import profile_config
-    from cl_analysis.train import pretrain
+    from cl_analysis.study.profiles import profile_config
+    from cl_analysis.training.pretrain import pretrain
 
     train = synthetic_dataset(30, split="train")
     assert len(data.subset(train, 100, seed=0)) == 100

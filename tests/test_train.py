@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_analysis import checkpoint, schedules
-from cl_analysis.checkpoint import check_compatible, load_checkpoint, save_atomic
-from cl_analysis.data import ImageDataset
-from cl_analysis.train import LOSS_NAMES, TrainConfig, Trainer, compute_loss, pretrain
+from cl_analysis.training import checkpoint, schedules
+from cl_analysis.training.checkpoint import check_compatible, load_checkpoint, save_atomic
+from cl_analysis.training.data import ImageDataset
+from cl_analysis.training.pretrain import LOSS_NAMES, TrainConfig, Trainer, compute_loss, pretrain
 
 METRIC_KEYS = {"epoch", "loss", "lr", "time_s", "knn_accuracy", "uniformity", "tolerance",
                "penalty_entropy", "positive_similarity"}
@@ -211,8 +211,8 @@ CHILD = textwrap.dedent("""
     import os, sys
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
-    from cl_analysis.data import ImageDataset
-    from cl_analysis.train import TrainConfig, pretrain
+    from cl_analysis.training.data import ImageDataset
+    from cl_analysis.training.pretrain import TrainConfig, pretrain
 
     saved = torch.load(sys.argv[1])
     ds = ImageDataset(saved["images"], saved["labels"], saved["classes"], "synthetic", "train", "")

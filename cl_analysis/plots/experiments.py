@@ -16,9 +16,9 @@ from collections.abc import Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cl_analysis import paper_results as pr
+from cl_analysis.study import paper_results as pr
 from cl_analysis._checks import check_choice
-from cl_analysis.experiments import TAU_FREE_LOSSES as _TAU_FREE
+from cl_analysis.study.sweep import TAU_FREE_LOSSES as _TAU_FREE
 
 __all__ = [
     "plot_embedding_2d", "plot_uniformity_tolerance", "plot_ordinary_vs_hard",

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,14 @@ import torch.utils.deterministic
 from tqdm.auto import tqdm
 
 from . import data
-from ._checks import check_choice, check_temperature
-from ._trainer import MONITOR_QUERIES, Trainer, compute_loss
+from .config import RESUME_FREE_FIELDS, TrainConfig
+from .environment import (
+    ENVIRONMENT_FILE,
+    check_resume_environment,
+    describe_environment,
+    resolve_device,
+)
+from .trainer import Trainer
 from .checkpoint import (
     append_jsonl,
     check_compatible,
@@ -41,129 +46,17 @@ from .checkpoint import (
     write_json_atomic,
     write_jsonl_atomic,
 )
-from .models import HEAD_KINDS, MODEL_NAMES, ContrastiveModel, build_model
-from .schedules import SCHEDULES
+from .models import ContrastiveModel, build_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "pretrain", "LOSS_NAMES", "REGIMES", "AUGMENTS", "BANK_INITS",
-           "MONITOR_QUERIES", "Trainer", "compute_loss", "resolve_device", "prepare_data",
-           "load_trained_model"]
-
-LOSS_NAMES = ("info_nce", "simple", "hard", "hard_simple", "tau_zero_limit")
-REGIMES = ("memory_bank", "simclr")
-AUGMENTS = ("paper", "simclr")
-BANK_INITS = ("random", "features")
-
-
-@dataclass
-class TrainConfig:
-    """One pre-training run; the defaults are the paper's CIFAR-10 setup (Wang & Liu §5.1)."""
-
-    dataset: str = "cifar10"  # a name of data.DATASETS
-    data_root: str | None = None  # None: env CL_DATA_ROOT (only read when no train_set is passed)
-    subset: int | None = None  # stratified training subset size (seed = `seed`); None: all
-    image_size: int = 32  # training resolution; stored images are downsized to it if larger
-    crop_from_full: bool = False  # True: crop the stored images, then resize to image_size
-    model: str = "resnet18"  # "resnet18" (CIFAR stem, the paper) | "convnet" (small, for CPUs)
-    head: str = "linear"  # "linear" 512->128 (the paper) | "mlp" (SimCLR)
-    embedding_dim: int = 128  # D of z on the unit sphere
-    convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # ConvNet block widths (model="convnet")
-    regime: str = "memory_bank"  # "memory_bank" (InstDisc, the paper) | "simclr" (in-batch)
-    loss: str = "info_nce"  # a name of LOSS_NAMES ("nt_xent" = info_nce in the simclr regime)
-    temperature: float = 0.07  # tau of info_nce / hard (also used for the penalty entropy monitor)
-    hard_k: int | None = 4095  # hardest negatives kept by hard / hard_simple (the paper: 4095)
-    hard_fraction: float | None = None  # K = round(fraction * columns) instead; paper 4095/50000
-    simple_lam: float | None = None  # lambda of the simple loss; None: losses.simple's default
-    bank_momentum: float = 0.5  # m of the memory bank EMA (InstDisc / the authors' code)
-    bank_init: str = "random"  # "random": U(-stdv, stdv) as the authors | "features": f(x) at start
-    epochs: int = 200  # the paper trains 200 epochs
-    batch_size: int = 128  # the paper's batch size
-    lr: float = 0.03  # initial SGD lr (the paper)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # CIFAR/SVHN value of the paper (1e-4 on ImageNet-100)
-    schedule: str = "step"  # "step" (x lr_gamma at milestones) | "cosine" (SimCLR, per iteration)
-    lr_milestones: tuple[int, ...] = (160, 190)  # 0-based epochs where the step schedule decays
-    lr_gamma: float = 0.1  # decay factor of the step schedule
-    warmup_epochs: int = 0  # linear warm-up length (SimCLR uses 10 on ImageNet)
-    augment: str = "paper"  # "paper" (PaperAugment) | "simclr" (SimCLRAugment, s = 0.5)
-    seed: int = 0  # seeds weights, bank init, data order and augmentation
-    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:1" ...
-    amp: bool = True  # bf16 autocast, on CUDA only
-    channels_last: bool = True  # channels_last memory format (faster convs on CUDA and CPU)
-    num_threads: int | None = None  # torch CPU threads during training; None: leave as is
-    knn_every: int = 1  # kNN / uniformity / tolerance every k epochs (and at the last one)
-    log_metrics: bool = True  # per-epoch monitoring; False: loss, lr and time only
-    monitor_size: int | None = None  # test images (kNN) / embedded train images (simclr); None: all
-
-    def __post_init__(self):
-        self.convnet_widths = tuple(int(w) for w in self.convnet_widths)
-        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
-        check_choice("regime", self.regime, REGIMES)
-        if self.loss == "nt_xent" and self.regime != "simclr":
-            raise ValueError("loss 'nt_xent' is the SimCLR name of info_nce and needs "
-                             "regime='simclr'; use loss='info_nce' in the memory_bank regime")
-        if self.loss != "nt_xent":
-            check_choice("loss", self.loss, LOSS_NAMES)
-        check_choice("model", self.model, MODEL_NAMES)
-        check_choice("head", self.head, HEAD_KINDS)
-        check_choice("augment", self.augment, AUGMENTS)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("bank_init", self.bank_init, BANK_INITS)
-        self.temperature = check_temperature(self.temperature)
-        for name in ("epochs", "batch_size", "image_size", "embedding_dim", "knn_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.regime == "simclr" and self.batch_size < 2:
-            raise ValueError("the simclr regime needs batch_size >= 2 (in-batch negatives)")
-        if self.hard_fraction is not None and not 0 < self.hard_fraction <= 1:
-            raise ValueError(f"hard_fraction must lie in (0, 1] (the paper: 4095/50000 = 0.0819), "
-                             f"got {self.hard_fraction}")
-        if self.hard_k is not None and int(self.hard_k) < 1:
-            raise ValueError(f"hard_k must be >= 1 (the paper: 4095), got {self.hard_k}")
-        hard = self.loss in ("hard", "hard_simple")
-        if hard and self.hard_k is None and self.hard_fraction is None:
-            raise ValueError(f"loss {self.loss!r} needs hard_k or hard_fraction")
-        if not 0 <= self.bank_momentum < 1:
-            raise ValueError(f"bank_momentum must lie in [0, 1) (the paper: 0.5), "
-                             f"got {self.bank_momentum}")
-        for name in ("subset", "num_threads", "monitor_size"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be None or >= 1, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig key(s) {unknown}; "
-                             f"valid: {', '.join(sorted(known))}")
-        return cls(**d)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; otherwise ``torch.device(name)``, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda[:i]'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use device='cpu'")
-    return dev
-
+__all__ = ["TrainConfig", "pretrain", "resolve_device", "prepare_data", "load_trained_model"]
 
 def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None,
                  test_set: data.ImageDataset | None = None, progress: bool = True):
     """The (train, test) sets of a run, exactly as ``pretrain`` sees them.
 
-    Loads both splits from ``data_root`` / CL_DATA_ROOT when ``train_set`` is None, takes the
+    Loads both splits from ``data_root`` (None: the default data folder) when ``train_set`` is None, takes the
     stratified ``subset`` of the train set (seed = ``config.seed``), downsizes images larger than
     ``image_size`` (unless ``crop_from_full``) and caps the test set at ``monitor_size``
     (stratified, same seed).
@@ -172,10 +65,7 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
         ``[train_set, test_set]``; test_set is None if none was given or loaded.
     """
     if train_set is None:
-        root = config.data_root or os.environ.get("CL_DATA_ROOT")
-        if not root:
-            raise ValueError("no training data: pass train_set=, or set data_root (--data-root) "
-                             "or the CL_DATA_ROOT environment variable")
+        root = config.data_root
         train_set = data.load_dataset(config.dataset, root, "train", progress=progress)
         if test_set is None:
             test_set = data.load_dataset(config.dataset, root, "test", progress=progress)
@@ -236,12 +126,17 @@ def pretrain(config: TrainConfig, out_dir: str | os.PathLike, *,
         train_set: training images; None loads ``config.dataset`` from ``data_root``.
         test_set: test images for the kNN monitor; loaded with the train set when that is None,
             else no kNN is computed unless given.
-        resume: continue from ``out_dir/checkpoint.pt`` (refused if the config differs in
-            anything but epochs/device/progress/monitoring); a finished run returns at once.
+        resume: continue from ``out_dir/checkpoint.pt`` (refused if the config differs in a
+            field outside ``RESUME_FREE_FIELDS``, or the device type / CPU thread count differs
+            from the run's ``environment.json``); a finished run returns at once.
         progress: tqdm bars over epochs and batches.
 
     Returns:
         ``{"history": [one dict per epoch], "out_dir", "config", "checkpoint", "metrics"}``.
+
+    Raises:
+        ValueError: an existing checkpoint without ``resume``, an incompatible resume, a device
+            that is not available, or bad data (before any training step).
     """
     out = Path(out_dir)
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
@@ -251,7 +146,7 @@ def pretrain(config: TrainConfig, out_dir: str | os.PathLike, *,
             raise ValueError(f"{out} already has a checkpoint; pass --resume to continue or "
                              f"choose a new --out")
         state = load_checkpoint(ckpt_path)
-        check_compatible(state["config"], config.to_dict(), run_dir=out)
+        check_compatible(state["config"], config.to_dict(), ignore=RESUME_FREE_FIELDS, run_dir=out)
         if state["epoch"] >= config.epochs:
             return _result(out, state["history"])
         old_epochs = state["config"]["epochs"]
@@ -261,8 +156,12 @@ def pretrain(config: TrainConfig, out_dir: str | os.PathLike, *,
     train_set, test_set = prepare_data(config, train_set, test_set, progress)
     device = resolve_device(config.device)
     with _torch_settings(config, device):
+        env = describe_environment(device)
+        if state is not None:
+            check_resume_environment(out, env)
         trainer = Trainer(config, train_set, device)
         write_json_atomic(config.to_dict(), out / "config.json")
+        write_json_atomic(env, out / ENVIRONMENT_FILE)
         if state is not None:
             trainer.load_state(state)
             history, start = list(state["history"]), int(state["epoch"])

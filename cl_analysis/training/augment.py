@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from cl_analysis._augment_ops import (
+from .augment_ops import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,

@@ -17,10 +17,6 @@ from typing import Any
 
 import torch
 
-# Keys that may change between an interrupted run and its resumption: how long to train, where,
-# and what to show or monitor. Everything else changes the trajectory and must match.
-RESUME_IGNORE = ("epochs", "device", "progress", "num_threads", "data_root", "knn_every",
-                 "log_metrics", "monitor_size")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,7 +116,7 @@ def _canonical(value: Any) -> Any:
 
 
 def config_differences(saved_config: Mapping[str, Any], config: Mapping[str, Any],
-                       ignore: Iterable[str] = RESUME_IGNORE) -> dict[str, tuple[Any, Any]]:
+                       ignore: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ between two configs, as ``{key: (saved, new)}``."""
     ignore = set(ignore)
     keys = sorted((set(saved_config) | set(config)) - ignore)
@@ -134,14 +130,14 @@ def config_differences(saved_config: Mapping[str, Any], config: Mapping[str, Any
 
 
 def check_compatible(saved_config: Mapping[str, Any], config: Mapping[str, Any],
-                     ignore: Iterable[str] = RESUME_IGNORE,
+                     ignore: Iterable[str] = (),
                      run_dir: str | os.PathLike | None = None) -> None:
     """Refuse to resume a run whose configuration differs from the one it was started with.
 
     Args:
         saved_config: the config stored in the checkpoint.
         config: the config of the resuming call.
-        ignore: keys allowed to differ (epochs, device, progress, ... by default).
+        ignore: keys allowed to differ (``config.RESUME_FREE_FIELDS`` for a run).
         run_dir: the run directory, named in the message.
 
     Raises:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ._checks import check_choice
+from .._checks import check_choice
 
 SCHEDULES = ("step", "cosine")
 

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_finite, check_matrix
-from .augment import EvalTransform
+from .._checks import check_finite, check_matrix
+from ..training.augment import EvalTransform
+from .features import MirrorThen, assert_model_unchanged, extract_features, snapshot_model
 
 __all__ = ["linear_probe", "probe_from_model", "snapshot_model", "assert_model_unchanged"]
 
@@ -185,65 +186,6 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
             "train_top1": _top1(classifier.eval(), x_train, y_train), "history": history}
 
 
-def snapshot_model(model: nn.Module) -> dict:
-    """Copy every parameter, buffer, ``requires_grad`` flag and ``.grad`` of ``model``."""
-    params = {name: (p.detach().clone(), p.requires_grad,
-                     None if p.grad is None else p.grad.detach().clone())
-              for name, p in model.named_parameters()}
-    return {"params": params,
-            "buffers": {name: b.detach().clone() for name, b in model.named_buffers()}}
-
-
-def assert_model_unchanged(model: nn.Module, snapshot: dict, where: str = "evaluation") -> None:
-    """Raise ``RuntimeError`` if any parameter, buffer, ``requires_grad`` or grad differs.
-
-    Args:
-        model: the (supposedly frozen) model.
-        snapshot: the output of :func:`snapshot_model` taken before ``where``.
-        where: names the stage in the error message.
-
-    Raises:
-        RuntimeError: naming the first entries that changed (a backbone that is not frozen
-            inflates linear-probe numbers; peers.md §3.3).
-    """
-    changed: list[str] = []
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    if params.keys() != snapshot["params"].keys() or buffers.keys() != snapshot["buffers"].keys():
-        changed.append("the set of parameter/buffer names")
-    for name, (value, requires_grad, grad) in snapshot["params"].items():
-        p = params.get(name)
-        if p is None:
-            continue
-        if p.requires_grad != requires_grad:
-            changed.append(f"{name}.requires_grad")
-        if p.shape != value.shape or not torch.equal(p.detach(), value):
-            changed.append(name)
-        if (p.grad is None) != (grad is None) or (grad is not None
-                                                  and not torch.equal(p.grad, grad)):
-            changed.append(f"{name}.grad")
-    for name, value in snapshot["buffers"].items():
-        b = buffers.get(name)
-        if b is not None and (b.shape != value.shape or not torch.equal(b, value)):
-            changed.append(f"buffer {name}")
-    if changed:
-        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-        shown = ", ".join(changed[:5]) + more
-        raise RuntimeError(f"the backbone is not frozen: {shown} changed during {where}; "
-                           "evaluation must run the model in eval mode without gradients or "
-                           "optimizer steps on its parameters")
-
-
-class _MirrorThen:
-    """Flip a uint8 batch (B, 3, H, W) horizontally, then apply ``transform``."""
-
-    def __init__(self, transform):
-        self.transform = transform
-
-    def __call__(self, images: Tensor) -> Tensor:
-        return self.transform(images.flip(-1))
-
-
 def probe_from_model(model: nn.Module, train_set, test_set, *, image_size: int,
                      batch_size: int = 512, device: torch.device | str | None = None,
                      progress: bool = True, **probe_kwargs) -> dict:
@@ -269,15 +211,13 @@ def probe_from_model(model: nn.Module, train_set, test_set, *, image_size: int,
     Raises:
         RuntimeError: if the backbone changed during extraction or probing.
     """
-    from .evaluate import extract_features  # evaluate imports this module
-
     if device is None:
         device = next(model.parameters()).device
     transform = EvalTransform(image_size)
     snapshot = snapshot_model(model)
     kwargs = dict(batch_size=batch_size, device=device, which="backbone", progress=progress)
     h_train = extract_features(model, train_set.images, transform=transform, **kwargs)  # (N, F)
-    h_flip = extract_features(model, train_set.images, transform=_MirrorThen(transform), **kwargs)
+    h_flip = extract_features(model, train_set.images, transform=MirrorThen(transform), **kwargs)
     h_test = extract_features(model, test_set.images, transform=transform, **kwargs)  # (M, F)
     assert_model_unchanged(model, snapshot, "feature extraction")
     result = linear_probe(h_train, torch.as_tensor(train_set.labels), h_test,

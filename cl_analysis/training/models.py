@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from ._checks import check_choice
+from .._checks import check_choice
 
 MODEL_NAMES = ("resnet18", "convnet")
 HEAD_KINDS = ("linear", "mlp", "bn_linear")

@@ -21,12 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import data, gradients, metrics
-from ._checks import check_choice, check_temperature
-from .augment import EvalTransform, PaperAugment
-from .checkpoint import load_checkpoint, save_atomic, write_json_atomic
-from .linear_probe import _MirrorThen, assert_model_unchanged, linear_probe, snapshot_model
-from .models import build_model
+from .. import gradients, metrics
+from ..training import data
+from .._checks import check_choice, check_temperature
+from ..training.augment import EvalTransform, PaperAugment
+from ..training.checkpoint import load_checkpoint, save_atomic, write_json_atomic
+from .features import MirrorThen, assert_model_unchanged, extract_features, snapshot_model
+from .linear_probe import linear_probe
+from ..training.models import build_model
 
 __all__ = ["extract_features", "evaluate_model", "evaluate_run", "linear_probe", "EVAL_KEYS"]
 
@@ -41,71 +43,6 @@ BANK_KEYS = (
     "effective_negatives_bank", "local_separation_bank_mean", "bank_protocol_samples",
     "knn_top1_bank")
 N_SAVED_ANCHORS = 200  # anchors of the saved local-separation box plot (the authors' Fig. 8)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, images_uint8: Tensor, *, transform, batch_size: int = 512,
-                     device: torch.device | str | None = None, which: str = "backbone",
-                     progress: bool = True) -> Tensor | tuple[Tensor, Tensor]:
-    """Features of a uint8 image tensor, batch by batch, with the model in eval mode.
-
-    Every module's ``training`` flag is restored afterwards (also when an error is raised).
-
-    Args:
-        model: a ``ContrastiveModel`` (``features(x)`` -> h, ``forward(x)`` -> z, ``head``).
-        images_uint8: uint8 (N, 3, H, W) images on the CPU (or any device).
-        transform: callable mapping a uint8 batch on ``device`` to a float (B, 3, S, S) batch,
-            e.g. ``EvalTransform(size)`` or a seeded ``PaperAugment``.
-        batch_size: images per forward pass.
-        device: where the batches go; must be the model's device (default).
-        which: "backbone" -> h (N, F); "projection" -> L2-normalised z (N, D); "both" -> (h, z).
-        progress: show a tqdm bar.
-
-    Returns:
-        float32 CPU tensor(s) as selected by ``which``.
-
-    Raises:
-        ValueError: on a bad image tensor, ``which`` or ``batch_size``, or a device mismatch.
-    """
-    check_choice("which", which, ("backbone", "projection", "both"))
-    images = images_uint8
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a uint8 (N, 3, H, W) tensor, got "
-                         f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
-    if images.shape[0] == 0 or isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise ValueError(f"need a non-empty image tensor and batch_size >= 1, got "
-                         f"{images.shape[0]} images and batch_size={batch_size!r}")
-    model_device = _model_device(model)
-    device = torch.device(device) if device is not None else model_device
-    if device.type != model_device.type or (device.index or 0) != (model_device.index or 0):
-        raise ValueError(f"the model is on {model_device} but device={device}; move it first "
-                         f"with model.to({str(device)!r})")
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    hs, zs = [], []
-    try:
-        for i in tqdm(range(0, images.shape[0], int(batch_size)), desc=f"features ({which})",
-                      disable=not progress, leave=False):
-            x = transform(images[i:i + int(batch_size)].to(device, non_blocking=True))  # (B,3,S,S)
-            if which == "projection":
-                zs.append(model(x).float().cpu())  # (B, D) unit rows
-                continue
-            h = model.features(x)  # (B, F)
-            hs.append(h.float().cpu())
-            if which == "both":
-                z = model.head(h) if hasattr(model, "head") else model(x)
-                zs.append(F.normalize(z.float(), dim=1).cpu())  # (B, D)
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
-    if which == "both":
-        return torch.cat(hs), torch.cat(zs)
-    return torch.cat(hs if which == "backbone" else zs)
 
 
 def _augmented(model, images, augment, seed, **kw) -> Tensor:
@@ -270,7 +207,7 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
                               "linear_epochs", "linear_test_curve")))
     if linear:
         probe = {"seed": seed, **({} if linear is True else dict(linear))}
-        h_flip = extract_features(model, train_set.images, transform=_MirrorThen(clean),
+        h_flip = extract_features(model, train_set.images, transform=MirrorThen(clean),
                                   which="backbone", **kw)  # (N, F) mirror images
         assert_model_unchanged(model, snapshot, "feature extraction")
         res = linear_probe(h_tr, y_tr, h_te, y_te, train_features_flipped=h_flip, device=device,
@@ -311,7 +248,7 @@ def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict 
         The dict of :func:`evaluate_model` plus ``run_dir``, ``dataset``, ``model``, ``head``,
         ``regime``, ``loss``, ``epochs`` (configured), ``pretrain_epochs`` (completed).
     """
-    from . import train  # lazy: train pulls in the losses and the trainer
+    from ..training import pretrain as train
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from cl_analysis._checks import check_choice
+from .._checks import check_choice
 
 __all__ = [
     "DATASETS",

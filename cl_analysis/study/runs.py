@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .experiments import SweepSpec, load_results, run_sweep
+from .sweep import SweepSpec, load_results, run_sweep
 from .profiles import get_profile, profile_sweep
 
 SYNTHETIC_TRAIN_PER_CLASS, SYNTHETIC_TEST_PER_CLASS = 40, 30
@@ -62,7 +62,7 @@ def load_sweep_runs(profile: str = "quick", data_root: str | None = None,
             in ``notebooks/``).
         progress: tqdm bars while training missing runs.
     """
-    from . import data
+    from ..training import data
 
     profile = "smoke" if fast else profile
     data_root = data_root or os.environ.get("CL_DATA_ROOT")

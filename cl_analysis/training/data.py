@@ -34,8 +34,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from cl_analysis._checks import check_choice
-from cl_analysis._data_cache import cache_path, fingerprint, read_cache, write_cache
+from .._checks import check_choice
+from .data_cache import cache_path, fingerprint, read_cache, write_cache
 
 logger = logging.getLogger(__name__)
 

@@ -13,44 +13,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from . import augment, data, gradients, losses, metrics
+from .. import gradients, losses, metrics, registry
+from . import augment, data
 from .memory_bank import MemoryBank
 from .models import ContrastiveModel, build_model
 from .schedules import lr_at
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
 MONITOR_QUERIES = 1000  # augmented train anchors per epoch scored against the bank (authors: 1000)
 
 
-def _hard_k(config: TrainConfig, columns: int) -> int | None:
-    """K of the hard losses for a similarity matrix with ``columns`` (positive + negatives)."""
-    if config.loss not in ("hard", "hard_simple"):
-        return None
-    negatives = columns - 1
-    if config.hard_fraction is not None:
-        return min(max(1, round(config.hard_fraction * columns)), negatives)
-    if config.hard_k > negatives:
-        raise ValueError(f"hard_k={config.hard_k} exceeds the {negatives} negatives per anchor "
-                         f"({config.regime} regime); lower hard_k or set hard_fraction")
-    return int(config.hard_k)
-
-
 def compute_loss(config: TrainConfig, similarity: torch.Tensor,
                  positive: torch.Tensor) -> torch.Tensor:
-    """The configured loss (mean over anchors) on a (B, M) similarity matrix."""
-    name, tau = config.loss, config.temperature
-    k = _hard_k(config, similarity.shape[1])
-    if name in ("info_nce", "nt_xent"):
-        return losses.info_nce(similarity, positive, tau, reduction="mean")
-    if name == "simple":
-        return losses.simple(similarity, positive, lam=config.simple_lam)
-    if name == "hard":
-        return losses.hard_info_nce(similarity, positive, tau, k=k)
-    if name == "hard_simple":
-        return losses.hard_simple(similarity, positive, k=k)
-    return losses.tau_zero_limit(similarity, positive)
+    """The configured loss (mean over anchors) on a (B, M) similarity matrix (via the registry)."""
+    return registry.compute(config.loss, similarity, positive, temperature=config.temperature,
+                            k=config.hard_k, fraction=config.hard_fraction, lam=config.simple_lam)
 
 
 class Trainer:
@@ -80,7 +59,8 @@ class Trainer:
         self.eval_transform = augment.EvalTransform(size).to(device)
         self.generator = torch.Generator().manual_seed(config.seed + 2)  # data order + augment
         columns = len(self.images) if self.bank is not None else 2 * config.batch_size - 1
-        _hard_k(config, columns)  # fail before training if K exceeds the negatives
+        if registry.get(config.loss).takes_k:  # fail before training if K exceeds the negatives
+            config.hard_k_for(columns)
         self._queries: tuple[torch.Tensor, torch.Tensor] | None = None  # last epoch's anchors
 
     def autocast(self):
