@@ -1,4 +1,9 @@
-"""The main job: run a profile's sweep, execute every notebook with papermill, write a summary."""
+"""The main job: run a sweep, execute every notebook with papermill, write a summary.
+
+The notebooks receive one parameter, ``RUNS_DIR``: they read the sweep's ``sweep.json`` (the
+resolved config of every run) and its results, so every option given to ``reproduce`` reaches
+them, and they never train.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,27 @@ from typing import Any
 from tqdm.auto import tqdm
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def reproduce(spec, runs_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+              workers: int = 1, notebook_dir: str | os.PathLike | None = None,
+              progress: bool = True) -> list[str]:
+    """Train ``spec`` (resumable) and its density study into ``runs_dir``, run every notebook.
+
+    Returns:
+        Lines for the user: the executed notebooks, the summary, the runs folder.
+    """
+    from .study.runs import density_spec
+    from .study.sweep import run_sweep
+
+    runs_dir = Path(runs_dir)
+    run_sweep(spec, runs_dir, progress=progress, workers=workers)
+    run_sweep(density_spec(spec), runs_dir / "density", progress=progress, workers=workers)
+    notebooks = execute_notebooks(out_dir, {"RUNS_DIR": str(runs_dir)},
+                                  notebook_dir=notebook_dir, progress=progress)
+    md, html = write_summary(runs_dir, out_dir)
+    return [f"runs: {runs_dir}", f"executed notebooks: {', '.join(str(p) for p in notebooks)}",
+            f"summary: {md} and {html}"]
 
 
 def notebook_paths(notebook_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -69,21 +95,26 @@ def _to_html(notebook: Path) -> Path:
     return target
 
 
-def write_summary(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, profile: str,
-                  dataset: str = "cifar10") -> tuple[Path, Path]:
-    """Table 1 side by side (paper | this run) as ``summary.md`` and ``summary.html``."""
-    from .study.sweep import load_results
-    from .study.paper_results import DATASETS as PAPER_DATASETS
-    from .plots import table1_side_by_side, table_to_html, table_to_markdown
+def write_summary(runs_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Table 1 side by side (paper | this run) as ``summary.md`` and ``summary.html``.
 
+    The profile and dataset come from the sweep's ``sweep.json``; Table 1 is shown only for the
+    paper's datasets, every run's row always.
+    """
+    from .plots import table1_side_by_side, table_to_html, table_to_markdown
+    from .study.paper_results import DATASETS as PAPER_DATASETS
+    from .study.sweep import load_results, load_spec
+
+    spec = load_spec(runs_dir)
+    profile, dataset = spec.profile, spec.base.dataset
     results = load_results(runs_dir)
     # Table 1 only for the paper's datasets; other data gets the per-run table alone
     table = table1_side_by_side(results, dataset=dataset) if dataset in PAPER_DATASETS else None
     cols = [c for c in ("run", "loss", "temperature", "linear_top1", "knn_top1", "uniformity",
                         "tolerance", "uniformity_bank", "tolerance_bank", "penalty_entropy",
-                        "wall_time_s") if c in results.columns]
+                        "seed", "wall_time_s") if c in results.columns]
     head = (f"# cl-analysis summary — profile `{profile}`, {dataset}\n\n"
-            f"Runs in `{runs_dir}`; generated {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
+            f"Runs in `{Path(runs_dir).name}/`; generated {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
     md = head
     if table is not None:
         md += "## Table 1, paper | this run\n\n" + table_to_markdown(table) + "\n\n"

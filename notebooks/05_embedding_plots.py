@@ -18,13 +18,9 @@
 # loads the runs (training them only if missing), plots, and asserts.
 
 # %% tags=["parameters"]
-PROFILE = "quick"
-DATA_ROOT = None
-RUNS_DIR = None
-DATASET = "cifar10"
-TEMPERATURES = None  # the τ grid, e.g. [0.07, 0.2, 0.5, 1.0]; None: the profile's
-FAST = False
-SEED = 0
+RUNS_DIR = None  # sweep folder (sweep.json + runs); None: ../runs/quick (or the fast-mode sweep)
+TRAIN_PROFILE = None  # e.g. "quick": train that profile's sweep into RUNS_DIR if it is missing
+DATA_ROOT = None  # dataset folder, only used when training (TRAIN_PROFILE or the fast mode)
 
 # %%
 import math
@@ -36,21 +32,24 @@ import pandas as pd
 import torch
 from scipy.special import i0
 
-from cl_analysis import data, evaluate, metrics, train
-from cl_analysis.study import paper_results as pr
-from cl_analysis.training.augment import EvalTransform
-from cl_analysis.study.runs import load_sweep_runs
+from cl_analysis import metrics
 from cl_analysis.plots import experiments as pe
-from cl_analysis.study.profiles import profile_config
+from cl_analysis.study import paper_results as pr
+from cl_analysis.study.runs import load_sweep, train_sweep
 
-FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
-plt.rcParams["figure.dpi"] = 80
-# train-or-load the profile's sweep (finished runs are only loaded); fast mode: smoke profile
-sweep = load_sweep_runs(PROFILE, DATA_ROOT, RUNS_DIR, DATASET, fast=FAST, seed=SEED,
-                        temperatures=TEMPERATURES)
-PROFILE, DATA_ROOT, RUNS_DIR, sets = sweep.profile, sweep.data_root, sweep.runs_dir, sweep.sets
+# the sweep that ran, as recorded in RUNS_DIR/sweep.json; this notebook only loads it. CI's fast
+# mode (CL_FAST=1; nbval cannot inject parameters) trains the smoke profile here instead.
+FAST = os.environ.get("CL_FAST") == "1"
+DATA_ROOT = DATA_ROOT or os.environ.get("CL_DATA_ROOT")
+if FAST or TRAIN_PROFILE:
+    sweep = train_sweep(RUNS_DIR, profile="smoke" if FAST else TRAIN_PROFILE, data_root=DATA_ROOT)
+else:
+    sweep = load_sweep(RUNS_DIR or "../runs/quick")
+PROFILE, DATASET, RUNS_DIR = sweep.spec.profile, sweep.config.dataset, sweep.runs_dir
+FAST = FAST or PROFILE == "smoke"  # plumbing only: the paper's claims are not judged
 names, results = sweep.names, sweep.results
-print(f"FAST={FAST}, {sweep.describe()}")
+print(sweep.describe())
+SEED = sweep.spec.grid.seeds[0]
 torch.manual_seed(SEED)
 
 # %% [markdown]
@@ -63,8 +62,7 @@ torch.manual_seed(SEED)
 # %%
 ordinary = results[results["loss"] == "info_nce"].sort_values("temperature")
 TAUS = ordinary["temperature"].tolist()
-emb = {t: torch.load(RUNS_DIR / run / "embeddings_test.pt", map_location="cpu")
-       for t, run in zip(TAUS, ordinary["run"])}
+emb = {t: sweep.run(run).arrays for t, run in zip(TAUS, ordinary["run"])}
 for t, e in emb.items():
     z = e["z"].float()
     assert z.shape == (len(e["labels"]), 128) and torch.allclose(z.norm(dim=1), torch.ones(1),
@@ -89,13 +87,12 @@ print(f"τ grid {TAUS}; {len(e['labels'])} test embeddings per run")
 N_TSNE = 300 if FAST else 1500
 t_small = TAUS[0]
 t_mid = TAUS[1:][int(np.argmin(np.abs(np.array(TAUS[1:]) - 0.2)))]
-test_set = sets[DATASET][1] if sets else data.load_dataset(DATASET, DATA_ROOT, "test",
-                                                           progress=False)
+class_names = sweep.run(ordinary["run"].iloc[0]).class_names
 pick = torch.randperm(len(emb[t_small]["labels"]),
                       generator=torch.Generator().manual_seed(SEED))[:N_TSNE]
 fig = pe.plot_embedding_2d({t: (emb[t]["z"].float()[pick], emb[t]["labels"][pick])
                             for t in (t_small, t_mid)}, method="tsne",
-                           class_names=test_set.classes, seed=SEED,
+                           class_names=class_names, seed=SEED,
                            title=f"Fig. 2: t-SNE of {N_TSNE} test embeddings")
 
 # %%
@@ -190,23 +187,13 @@ if not FAST:
 # a low-dimensional embedding.
 
 # %%
-DENSITY_EPOCHS, DENSITY_SUBSET = (1, 200) if FAST else (20, 2000)
-train_set = sets[DATASET][0] if sets else data.load_dataset(DATASET, DATA_ROOT, "train",
-                                                            progress=False)
-density = {}
-for tau in (t_lo, t_hi):
-    config = profile_config(PROFILE, embedding_dim=2, loss="info_nce", temperature=tau,
-                            epochs=DENSITY_EPOCHS, subset=DENSITY_SUBSET, data_root=DATA_ROOT,
-                            seed=SEED)
-    run_dir = RUNS_DIR / f"density-t{tau}"
-    train.pretrain(config, run_dir, resume=True, train_set=train_set, test_set=test_set,
-                   progress=False)  # train-or-load
-    model, cfg = train.load_trained_model(run_dir)
-    # as evaluate_run sees them: stored size with crop_from_full (EvalTransform resizes), else
-    # resized once beforehand
-    images = test_set.images if cfg.crop_from_full else data.resize(test_set, cfg.image_size).images
-    density[tau] = evaluate.extract_features(model, images, transform=EvalTransform(cfg.image_size),
-                                             which="projection", progress=False)  # (N, 2)
+# the 2-D runs of this study were trained with the sweep (RUNS_DIR/density, see
+# cl_analysis.study.runs.density_spec); here they are only loaded
+density_sweep = load_sweep(RUNS_DIR / "density")
+print(density_sweep.describe())
+density = {row.temperature: density_sweep.run(row.run).test_embeddings()[0]
+           for row in density_sweep.results.itertuples()}  # (N, 2) test projections
+density_labels = density_sweep.run(density_sweep.names[0]).test_embeddings()[1]
 uniform_circle = 4 - math.log(i0(4.0))
 circle_uniformity = {tau: metrics.uniformity(z).item() for tau, z in density.items()}
 print(f"uniform circle {uniform_circle:.3f}; this run:",
@@ -214,15 +201,15 @@ print(f"uniform circle {uniform_circle:.3f}; this run:",
 
 # %%
 for tau, z in density.items():
-    fig = pe.plot_sphere_density(z[pick], test_set.labels[pick],
+    fig = pe.plot_sphere_density(z[pick], density_labels[pick],
                                  title=f"2-D embedding, τ = {tau}: uniformity "
                                        f"{circle_uniformity[tau]:.3f} (uniform circle "
                                        f"{uniform_circle:.3f})")
 
 # %%
 fig = pe.plot_training_curves(
-    {f"2-D, τ={tau}": pd.read_json(RUNS_DIR / f"density-t{tau}" / "metrics.jsonl", lines=True)
-     for tau in density}, ("uniformity", "positive_similarity"),
+    {f"2-D, τ={row.temperature}": pd.DataFrame(density_sweep.run(row.run).history)
+     for row in density_sweep.results.itertuples()}, ("uniformity", "positive_similarity"),
     title="2-D runs: bank-protocol uniformity (monitored epochs), training positive similarity")
 
 # %%
@@ -230,7 +217,7 @@ fig = pe.plot_training_curves(
 # NOT REPRODUCED in the committed quick run (τ=0.07: 0.44 < τ=1.0: 1.51), see above.
 print(f"claim holds: {circle_uniformity[t_lo] > circle_uniformity[t_hi]}", circle_uniformity)
 for tau, z in density.items():
-    assert z.shape == (len(test_set), 2) and torch.isfinite(z).all(), tau
+    assert z.shape == (len(density_labels), 2) and torch.isfinite(z).all(), tau
     assert torch.allclose(z.norm(dim=1), torch.ones(1), atol=1e-4), tau
     assert -1e-6 <= circle_uniformity[tau] <= uniform_circle + 0.05, tau  # none beats uniform
 # if not FAST:

@@ -11,24 +11,27 @@ guard checks that no parameter, buffer, ``requires_grad`` flag or grad changed (
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import gradients, metrics
-from ..training import data
 from .._checks import check_choice, check_temperature
+from ..training import data
 from ..training.augment import EvalTransform, PaperAugment
 from ..training.checkpoint import load_checkpoint, save_atomic, write_json_atomic
-from .features import MirrorThen, assert_model_unchanged, extract_features, snapshot_model
-from .linear_probe import linear_probe
 from ..training.models import build_model
+from .features import (
+    MirrorThen,
+    _model_device,
+    assert_model_unchanged,
+    extract_features,
+    snapshot_model,
+)
+from .linear_probe import linear_probe
 
 __all__ = ["extract_features", "evaluate_model", "evaluate_run", "linear_probe", "EVAL_KEYS"]
 
@@ -221,67 +224,90 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
     return out
 
 
-def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict = True,
-                 progress: bool = True, device: torch.device | str | None = None,
-                 probe_epochs: int | None = None) -> dict:
+def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict | None = None,
+                 progress: bool = True, device: str | None = None, probe_epochs: int | None = None,
+                 data_root: str | None = None) -> dict:
     """Evaluate a run directory; write ``eval.json`` and ``embeddings_test.pt`` atomically.
 
     Rebuilds the model from ``config.json``, loads ``checkpoint.pt`` (``model`` and, in the
     memory-bank regime, ``bank``) and prepares the data as ``pretrain`` did (same stratified
-    subset and seed, downsizing), so the bank rows line up with the training images; the test
-    set is used in full. ``embeddings_test.pt`` holds ``z`` (float16 (M, D) test projections),
-    ``labels`` (M,), ``local_separation`` ((M, k+1) per test anchor), ``local_separation_anchors``
-    (200 seeded anchors for Fig. 8 box plots) and, with a bank, ``local_separation_bank`` ((Q, k+1)
-    in the authors' protocol).
+    subset and seed, downsizing), so the bank rows line up with the training images. The test
+    set is used in full, or a stratified ``eval_test_size`` of it (seeded). The evaluation
+    settings (``linear_probe``, ``probe_epochs``, ``eval_test_size``) come from the run's config;
+    the arguments below override them. ``embeddings_test.pt`` holds ``z`` (float16 (M, D) test
+    projections) and ``labels`` (M,) in the test set's order (class-sorted for class folders:
+    subsample at random with :meth:`cl_analysis.study.runs.Run.test_embeddings`), ``local_separation``
+    ((M, k+1) per test anchor), ``local_separation_anchors`` (200 seeded anchors for Fig. 8 box
+    plots) and, with a bank, ``local_separation_bank`` ((Q, k+1) in the authors' protocol).
 
     Args:
-        run_dir: directory with ``config.json`` and ``checkpoint.pt``.
-        train_set: the training split given to ``pretrain`` (None: load from the config).
-        test_set: the test split (None: load from the config's ``data_root`` / CL_DATA_ROOT).
-        linear: as in :func:`evaluate_model`.
+        run_dir: directory with ``config.json`` and ``checkpoint.pt`` (a finished run).
+        train_set: the training split given to ``pretrain`` (None: load from the data root).
+        test_set: the test split (None: load from the data root).
+        linear: True / False to run / skip the probe, or a dict of ``linear_probe`` kwargs;
+            None: the config's ``linear_probe``.
         progress: show tqdm bars.
-        device: evaluation device (default: the config's ``device``; "auto" -> cuda if present).
-        probe_epochs: shorten the probe to this many epochs, milestones 40/60/80 scaled
-            proportionally (10 -> 4/6/8). None: the paper's 100.
+        device: evaluation device (default: the config's ``device``).
+        probe_epochs: probe epochs, milestones 40/60/80 of 100 scaled proportionally
+            (10 -> 4/6/8); None: the config's ``probe_epochs``.
+        data_root: where the data lives now (a run moved to another machine); None: the
+            recorded ``data_root``. Location only: the run's result does not depend on it.
 
     Returns:
         The dict of :func:`evaluate_model` plus ``run_dir``, ``dataset``, ``model``, ``head``,
         ``regime``, ``loss``, ``epochs`` (configured), ``pretrain_epochs`` (completed).
+
+    Raises:
+        ValueError: no run there, an unfinished run (completed < configured epochs), or a
+            device that is not available.
     """
-    from ..training import pretrain as train
+    from ..training.config import TrainConfig
+    from ..training.environment import resolve_device
+    from ..training.pretrain import prepare_data
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir} has no config.json; pass a directory written by pretrain")
-    cfg = train.TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    device = torch.device(device) if device is not None else train.resolve_device(cfg.device)
+        raise ValueError(f"{run_dir} has no config.json; pass a run directory written by "
+                         f"`cl-analysis pretrain`")
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if data_root is not None:
+        cfg = cfg.replace(data_root=str(data_root))
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise ValueError(f"{run_dir} has no checkpoint.pt: the run has not finished an epoch; "
+                         f"train it with `cl-analysis pretrain --out {run_dir} --resume`")
+    device = resolve_device(device if device is not None else cfg.device)
     state = load_checkpoint(run_dir / "checkpoint.pt")
+    done = int(state.get("epoch", -1))
+    if done < cfg.epochs:
+        raise ValueError(f"{run_dir} is unfinished: {done} of {cfg.epochs} epochs trained; "
+                         f"finish it with `cl-analysis pretrain --out {run_dir} --resume`")
     model = build_model(cfg.model, cfg.head, cfg.embedding_dim, cfg.convnet_widths)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     bank = state.get("bank")
     bank = bank.get("bank") if isinstance(bank, dict) else bank  # MemoryBank state dict
 
-    train_set, test_set = train.prepare_data(replace(cfg, monitor_size=None), train_set,
-                                             test_set, progress)
+    train_set, test_set = prepare_data(cfg.replace(monitor_size=None), train_set, test_set,
+                                       progress)
     if test_set is None:
-        root = cfg.data_root or os.environ.get("CL_DATA_ROOT")
-        if not root:
-            raise ValueError("no test data: pass test_set=, or set data_root / CL_DATA_ROOT")
-        test_set = data.load_dataset(cfg.dataset, root, "test", progress=progress)
+        test_set = data.load_dataset(cfg.dataset, cfg.data_root, "test", progress=progress)
         if test_set.images.shape[-1] > cfg.image_size:
             test_set = data.resize(test_set, cfg.image_size)
-    if linear and probe_epochs is not None:
-        scaled = tuple(round(m * int(probe_epochs) / 100) for m in (40, 60, 80))
-        linear = {"epochs": int(probe_epochs), "milestones": scaled,
+    if cfg.eval_test_size is not None and cfg.eval_test_size < len(test_set):
+        test_set = data.subset(test_set, cfg.eval_test_size, seed=cfg.seed)
+    linear = cfg.linear_probe if linear is None else linear
+    epochs = cfg.probe_epochs if probe_epochs is None else int(probe_epochs)
+    if linear and epochs != 100:
+        scaled = tuple(round(m * epochs / 100) for m in (40, 60, 80))
+        linear = {"epochs": epochs, "milestones": scaled,
                   **({} if linear is True else dict(linear))}
     arrays: dict = {}
     out = evaluate_model(model, train_set, test_set, image_size=cfg.image_size,
                          temperature=cfg.temperature, linear=linear, bank=bank, seed=cfg.seed,
                          device=device, progress=progress, arrays=arrays)
     out.update(run_dir=str(run_dir), dataset=cfg.dataset, model=cfg.model, head=cfg.head,
-               regime=cfg.regime, loss=cfg.loss, epochs=cfg.epochs,
-               pretrain_epochs=int(state.get("epoch", -1)))
+               regime=cfg.regime, loss=cfg.loss, epochs=cfg.epochs, pretrain_epochs=done,
+               class_names=list(test_set.classes))
     save_atomic(arrays, run_dir / "embeddings_test.pt")
     write_json_atomic(out, run_dir / "eval.json")
     return out

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checks import check_choice
+
 __all__ = ["extract_features", "snapshot_model", "assert_model_unchanged", "MirrorThen"]
 
 

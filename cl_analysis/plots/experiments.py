@@ -16,9 +16,10 @@ from collections.abc import Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cl_analysis.study import paper_results as pr
 from cl_analysis._checks import check_choice
-from cl_analysis.study.sweep import TAU_FREE_LOSSES as _TAU_FREE
+from cl_analysis.study import paper_results as pr
+from cl_analysis.registry import LOSSES as _LOSSES
+from cl_analysis.registry import TAU_FREE_LOSSES as _TAU_FREE
 
 __all__ = [
     "plot_embedding_2d", "plot_uniformity_tolerance", "plot_ordinary_vs_hard",
@@ -26,10 +27,8 @@ __all__ = [
     "plot_metrics_vs_temperature", "plot_training_curves",
 ]
 
-LOSS_COLORS = {"info_nce": "C0", "hard": "C3", "simple": "C2", "hard_simple": "C1",
-               "tau_zero_limit": "C7"}
-LOSS_LABELS = {"info_nce": "ordinary", "hard": "hard", "simple": "simple",
-               "hard_simple": "hard simple", "tau_zero_limit": "τ→0 limit"}
+LOSS_COLORS = {name: spec.color for name, spec in _LOSSES.items()}  # from the loss registry
+LOSS_LABELS = {name: spec.label for name, spec in _LOSSES.items()}
 _PAPER = dict(ls="--", mfc="none", alpha=0.8)
 _METRIC_NAMES = {"linear_top1": "linear top-1 (%)", "knn_top1": "kNN top-1 (%)",
                  "uniformity": "uniformity  $-\\mathcal{L}_{uniformity}$", "tolerance": "tolerance",

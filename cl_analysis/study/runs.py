@@ -1,88 +1,223 @@
-"""The sweep a results notebook (04–06) stands on: resolve its settings, train-or-load, load.
+"""Runs and sweeps as objects you load: what notebooks and users read after training.
 
-Notebooks 04–06 share one setup: the papermill parameters (profile, data root, runs folder) are
-resolved against the environment (``CL_FAST``, ``CL_DATA_ROOT``), the profile's sweep is trained
-where runs are missing (finished runs are only loaded), and the results table is read. The fast
-mode (nbval in CI) swaps in the ``smoke`` profile and, when no CIFAR-10 copy is configured,
-``data.synthetic_dataset`` images.
+``load_run(dir)`` gives a run's config, per-epoch history, evaluation, environment, the model
+(on demand) and its test embeddings with labels and class names. ``load_sweep(dir)`` reads a
+sweep folder's ``sweep.json`` (the resolved spec of what ran) and its results. Neither trains.
+``train_sweep`` is the one place a notebook may train, and only when its parameter cell asks
+(the fast mode of CI: the smoke profile, on synthetic images when no data folder is given).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .sweep import SweepSpec, load_results, run_sweep
-from .profiles import get_profile, profile_sweep
+import torch
+
+from ..training.checkpoint import load_checkpoint, read_jsonl
+from ..training.config import TrainConfig
+from .profiles import SweepGrid, get_profile
+from .sweep import SWEEP_FILE, SweepSpec, load_results, load_spec, run_sweep
+
+__all__ = ["Run", "SweepRuns", "load_run", "load_sweep", "train_sweep", "density_spec",
+           "SYNTHETIC_TRAIN_PER_CLASS", "SYNTHETIC_TEST_PER_CLASS"]
 
 SYNTHETIC_TRAIN_PER_CLASS, SYNTHETIC_TEST_PER_CLASS = 40, 30
 
 
 @dataclass
-class SweepRuns:
-    """A loaded sweep: its settings, the spec, the data it used and its results table."""
+class Run:
+    """A trained (and usually evaluated) run directory.
 
-    profile: str
-    data_root: str | None  # None: synthetic images (fast mode only)
+    Attributes:
+        path: the run directory.
+        config: its :class:`TrainConfig` (``config.json``).
+        history: one dict per trained epoch (``metrics.jsonl``).
+        evaluation: ``eval.json`` (None before evaluation); accuracies are fractions.
+        environment: ``environment.json`` (device, versions, threads; None for older runs).
+    """
+
+    path: Path
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    evaluation: dict[str, Any] | None
+    environment: dict[str, Any] | None
+    _arrays: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The run directory's name."""
+        return self.path.name
+
+    def model(self, map_location: Any = "cpu"):
+        """The trained :class:`~cl_analysis.training.models.ContrastiveModel`, in eval mode."""
+        from ..training.models import build_model
+
+        state = load_checkpoint(self.path / "checkpoint.pt", map_location=map_location)
+        c = self.config
+        model = build_model(c.model, c.head, c.embedding_dim, c.convnet_widths)
+        model.load_state_dict(state["model"])
+        return model.to(map_location).eval()
+
+    @property
+    def arrays(self) -> dict[str, Any]:
+        """``embeddings_test.pt`` (z, labels, local separation rows); loaded once."""
+        if self._arrays is None:
+            path = self.path / "embeddings_test.pt"
+            if not path.is_file():
+                raise ValueError(f"{self.path} has no embeddings_test.pt: evaluate it first "
+                                 f"(cl-analysis evaluate --run {self.path})")
+            self._arrays = torch.load(path, map_location="cpu", weights_only=True)
+        return self._arrays
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names of the test labels (``classes[k]`` names label k), if recorded."""
+        return (self.evaluation or {}).get("class_names")
+
+    def test_embeddings(self, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor,
+                                                                            torch.Tensor]:
+        """Test projections ``z`` (n, D) float32 and labels (n,), ``n`` rows drawn at random.
+
+        The stored rows are in the test set's order, which is class-sorted for class folders
+        (the first rows hold the first classes only): never take a prefix; this draws a seeded
+        random subset instead (all rows, in stored order, when ``n`` is None).
+        """
+        z, labels = self.arrays["z"].float(), self.arrays["labels"]
+        if n is None or n >= len(labels):
+            return z, labels
+        pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
+        return z[pick], labels[pick]
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    """Load a run directory (no training, no data needed).
+
+    Raises:
+        ValueError: if ``run_dir`` holds no ``config.json``.
+    """
+    path = Path(run_dir)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not a run directory (no config.json); pass a folder written "
+                         f"by `cl-analysis pretrain` or one run of a sweep")
+    config = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    history = read_jsonl(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+
+    def _json(name):
+        p = path / name
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    return Run(path, config, history, _json("eval.json"), _json("environment.json"))
+
+
+@dataclass
+class SweepRuns:
+    """A loaded sweep: its folder, the recorded spec and the results of its runs."""
+
     runs_dir: Path
     spec: SweepSpec
-    sets: dict[str, tuple[Any, Any]] | None  # the synthetic (train, test) sets, else None
-    results: Any  # pandas.DataFrame, one row per run of ``spec``
+    results: Any  # pandas.DataFrame, one row per finished run of ``spec``, in spec order
 
     @property
     def names(self) -> list[str]:
         """The sweep's run names, in order."""
         return [name for name, _ in self.spec.runs()]
 
+    @property
+    def config(self) -> TrainConfig:
+        """The base config every run of the sweep shares (loss, τ, seed aside)."""
+        return self.spec.base
+
+    def run(self, name: str) -> Run:
+        """One run of the sweep, loaded."""
+        return load_run(self.runs_dir / name)
+
     def describe(self) -> str:
-        """One paragraph for the notebook's output: profile, data, runs folder."""
-        data = self.data_root or "synthetic (data.synthetic_dataset)"
-        return (f"profile {self.profile!r}: {get_profile(self.profile)['description']}\n"
-                f"data {data}; {len(self.results)} runs in {self.runs_dir}")
+        """One paragraph for a notebook: profile, data, grid, where the runs are."""
+        c, g = self.spec.base, self.spec.grid
+        data = c.data_root and Path(c.data_root).name or "synthetic images (fast mode)"
+        return (f"profile {self.spec.profile!r}: {c.model}/{c.head}, {c.regime} regime, "
+                f"{c.epochs} epochs, batch {c.batch_size}, dataset {c.dataset} ({data}); grid: "
+                f"losses {list(g.losses)}, τ {list(g.temperatures)}, seeds {list(g.seeds)}; "
+                f"{len(self.results)} of {len(self.names)} runs finished in "
+                f"{self.runs_dir.name}/")
 
 
-def load_sweep_runs(profile: str = "quick", data_root: str | None = None,
-                    runs_dir: str | os.PathLike | None = None, dataset: str = "cifar10", *,
-                    fast: bool = False, seed: int = 0, temperatures=None,
-                    repo: str | os.PathLike | None = None, progress: bool = False) -> SweepRuns:
-    """Train-or-load ``profile``'s sweep and return it with its results.
+def load_sweep(runs_dir: str | os.PathLike) -> SweepRuns:
+    """Load the sweep in ``runs_dir`` (its ``sweep.json`` and results); never trains.
+
+    Raises:
+        ValueError: no ``sweep.json`` there, or runs of the spec are not finished (named, with
+            the command that trains them).
+    """
+    runs_dir = Path(runs_dir)
+    spec = load_spec(runs_dir)
+    results = load_results(runs_dir)
+    names = [n for n, _ in spec.runs()]
+    missing = [n for n in names if n not in set(results["run"])]
+    if missing:
+        raise ValueError(f"{len(missing)} run(s) of {runs_dir / SWEEP_FILE} are not finished "
+                         f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
+                         f"train them with `cl-analysis sweep --config ... --out {runs_dir}` or "
+                         f"`make reproduce`, or set TRAIN_IF_MISSING = True in the notebook")
+    results = results[results["run"].isin(names)]
+    results = results.set_index("run").loc[names].reset_index()  # spec order
+    return SweepRuns(runs_dir, spec, results)
+
+
+def density_spec(spec: SweepSpec) -> SweepSpec:
+    """The 2-D embedding study of notebook 05 derived from a sweep: ordinary loss, τ_min and τ_max.
+
+    Same data, model and regime as ``spec``; ``embedding_dim=2``, 20 epochs (1 for the smoke
+    profile) on 2,000 images (200), no linear probe, first seed only.
+    """
+    temps = spec.grid.temperatures
+    smoke = spec.profile == "smoke"
+    base = spec.base.replace(embedding_dim=2, epochs=1 if smoke else 20, lr_milestones=(),
+                             warmup_epochs=0, subset=200 if smoke else 2000,
+                             linear_probe=False, knn_every=1 if smoke else 5)
+    grid = SweepGrid(losses=("info_nce",), temperatures=(min(temps), max(temps)),
+                     seeds=spec.grid.seeds[:1])
+    return SweepSpec(base, grid, spec.profile)
+
+
+def train_sweep(runs_dir: str | os.PathLike | None = None, *, profile: str = "smoke",
+                data_root: str | None = None, progress: bool = False) -> SweepRuns:
+    """Train (or finish) a profile's sweep and its density study, then load it.
+
+    The one place a notebook trains, when its parameter cell says ``TRAIN_IF_MISSING``. Without
+    ``data_root`` only the smoke profile runs, on ``data.synthetic_dataset`` images.
 
     Args:
-        profile: the profile of the committed run (``"quick"``); ``fast`` replaces it by smoke.
-        data_root: dataset root; None reads ``CL_DATA_ROOT``. Without either, only the fast mode
-            runs (on synthetic images); otherwise ``ValueError`` says how to point at the data.
-        runs_dir: sweep folder; None: ``<repo>/runs/<profile>`` (``smoke-synthetic`` without data).
-        dataset: dataset name of :mod:`cl_analysis.data`.
-        fast: the notebooks' fast mode (CI): smoke profile, synthetic data without a data root.
-        seed: the sweep's seed (0 is the default and left out of the configs, as the CLI does).
-        temperatures: the τ grid; None: the profile's (quick: 0.07, 0.3, 1.0).
-        repo: folder holding ``runs/``; None: the parent of the working directory (notebooks run
-            in ``notebooks/``).
-        progress: tqdm bars while training missing runs.
+        runs_dir: sweep folder; None: ``../runs/<profile>`` (``smoke-synthetic`` without data).
+        profile: profile name.
+        data_root: dataset folder; None: synthetic images (smoke profile only).
+        progress: tqdm bars.
     """
     from ..training import data
 
-    profile = "smoke" if fast else profile
-    data_root = data_root or os.environ.get("CL_DATA_ROOT")
-    if not data_root and not fast:
-        raise ValueError("no dataset: set DATA_ROOT (papermill -p DATA_ROOT /path/to/cifar10) or "
-                         "CL_DATA_ROOT to a CIFAR-10 copy, or run the fast mode (CL_FAST=1), "
-                         "which falls back to synthetic images")
+    prof = get_profile(profile)
+    base = prof.run
     sets = None
-    if not data_root:
-        sets = {dataset: (data.synthetic_dataset(SYNTHETIC_TRAIN_PER_CLASS, split="train",
-                                                 seed=seed),
-                          data.synthetic_dataset(SYNTHETIC_TEST_PER_CLASS, split="test",
-                                                 seed=seed))}
-    repo = Path(repo) if repo else Path.cwd().resolve().parent
-    runs_dir = Path(runs_dir or repo / "runs" / (profile if data_root else "smoke-synthetic"))
-    spec = profile_sweep(profile, data_root=data_root, datasets=(dataset,), seed=seed or None,
-                         temperatures=temperatures)
-    workers = get_profile(profile)["workers"] if sets is None else 1
-    run_sweep(spec, runs_dir, data=sets, progress=progress, workers=workers)  # train-or-load
-    results = load_results(runs_dir)
-    names = [name for name, _ in spec.runs()]
-    results = results[results["run"].isin(names)].reset_index(drop=True)  # this sweep only
-    return SweepRuns(profile, data_root, runs_dir, spec, sets, results)
+    if data_root is None:
+        if profile != "smoke":
+            raise ValueError(f"the {profile} profile needs data: pass data_root (the notebook's "
+                             f"DATA_ROOT / CL_DATA_ROOT); only the smoke profile runs on "
+                             f"synthetic images")
+        sets = {base.dataset: (
+            data.synthetic_dataset(SYNTHETIC_TRAIN_PER_CLASS, split="train", seed=0),
+            data.synthetic_dataset(SYNTHETIC_TEST_PER_CLASS, split="test", seed=0))}
+        base = base.replace(eval_test_size=None)
+    else:
+        base = base.replace(data_root=str(data_root))
+    default = f"{profile}-synthetic" if data_root is None else profile
+    runs_dir = Path(runs_dir or Path.cwd().resolve().parent / "runs" / default)
+    spec = SweepSpec(base, prof.grid, profile)
+    workers = 1 if sets is not None else prof.workers
+    run_sweep(spec, runs_dir, data=sets, progress=progress, workers=workers)
+    run_sweep(density_spec(spec), runs_dir / "density", data=sets, progress=progress,
+              workers=1)
+    return load_sweep(runs_dir)

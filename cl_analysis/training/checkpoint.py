@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 
-
 def _fsync_dir(directory: Path) -> None:
     """Best-effort fsync of a directory so the rename itself is durable (POSIX only)."""
     with contextlib.suppress(OSError, AttributeError):

@@ -79,7 +79,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum in [0, 1)
     weight_decay: float = 5e-4  # SGD weight decay >= 0 (CIFAR/SVHN: 5e-4; ImageNet-100: 1e-4)
     schedule: str = "step"  # step (x lr_gamma at lr_milestones) | cosine (per step, after warm-up)
-    lr_milestones: tuple[int, ...] = (160, 190)  # increasing 0-based epochs < epochs where step decays
+    lr_milestones: tuple[int, ...] = (160, 190)  # increasing epochs in [1, epochs) of the step decay
     lr_gamma: float = 0.1  # step-schedule decay factor in (0, 1]
     warmup_epochs: int = 0  # linear warm-up epochs, 0 <= warmup_epochs < epochs
     seed: int = 0  # seeds weights, bank, subset, data order and augmentation

@@ -30,14 +30,6 @@ import torch.utils.deterministic
 from tqdm.auto import tqdm
 
 from . import data
-from .config import RESUME_FREE_FIELDS, TrainConfig
-from .environment import (
-    ENVIRONMENT_FILE,
-    check_resume_environment,
-    describe_environment,
-    resolve_device,
-)
-from .trainer import Trainer
 from .checkpoint import (
     append_jsonl,
     check_compatible,
@@ -46,7 +38,15 @@ from .checkpoint import (
     write_json_atomic,
     write_jsonl_atomic,
 )
+from .config import RESUME_FREE_FIELDS, TrainConfig
+from .environment import (
+    ENVIRONMENT_FILE,
+    check_resume_environment,
+    describe_environment,
+    resolve_device,
+)
 from .models import ContrastiveModel, build_model
+from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
                  test_set: data.ImageDataset | None = None, progress: bool = True):
     """The (train, test) sets of a run, exactly as ``pretrain`` sees them.
 
-    Loads both splits from ``data_root`` (None: the default data folder) when ``train_set`` is None, takes the
+    Loads both splits from ``data_root`` (None: the default folder) when ``train_set`` is None,
+    takes the
     stratified ``subset`` of the train set (seed = ``config.seed``), downsizes images larger than
     ``image_size`` (unless ``crop_from_full``) and caps the test set at ``monitor_size``
     (stratified, same seed).
