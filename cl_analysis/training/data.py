@@ -202,10 +202,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
             other work); missing files that cannot be downloaded; unreadable or differently sized
             images; a cache folder inside the data folder.
     """
-    info = _inspect(name, root, (split,))
+    listing: dict[str, list[os.DirEntry]] = {}  # class -> image files, listed once
+    info = _inspect(name, root, (split,), listing)
     root = Path(info["root"])
     if info["layout"] == "class-folders":
-        return _load_image_folder(name, root, split, cache_dir, progress)
+        return _load_image_folder(name, root, split, listing, cache_dir, progress)
     if info["layout"] == "download":
         _download(name, root, split, download)
     return _load_torchvision(name, root, split)
@@ -362,8 +363,13 @@ def _names(items: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-def _inspect(name: str, root: str | os.PathLike | None, splits: tuple[str, ...]) -> dict:
-    """Check ``root`` for ``name`` and the given splits; see :func:`check_dataset`."""
+def _inspect(name: str, root: str | os.PathLike | None, splits: tuple[str, ...],
+             listing: dict | None = None) -> dict:
+    """Check ``root`` for ``name`` and the given splits; see :func:`check_dataset`.
+
+    ``listing``, if given, receives the image files of the first split's classes (class ->
+    sorted ``os.DirEntry`` list), so that loading does not list 50,000 files twice.
+    """
     check_choice("dataset", name, DATASETS)
     for split in splits:
         check_choice("split", split, SPLITS)
@@ -402,13 +408,13 @@ def _inspect(name: str, root: str | os.PathLike | None, splits: tuple[str, ...])
                          f"{root}/test/<class>/* (hold out some images of every class as the "
                          f"test split)")
     if name == "imagefolder" or any(trees.values()):
-        return _class_folder_info(info, name, root, splits, trees)
+        return _class_folder_info(info, name, root, splits, trees, listing)
     present = all((root / f).is_file() for s in splits for f in _TV_FILES[name][s])
     return _torchvision_info(info, name, root, splits, present)
 
 
 def _class_folder_info(info: dict, name: str, root: Path, splits: tuple[str, ...],
-                       trees: dict[str, list[Path]]) -> dict:
+                       trees: dict[str, list[Path]], listing: dict | None) -> dict:
     classes = {}
     for split in splits:
         if not trees[split]:
@@ -423,7 +429,10 @@ def _class_folder_info(info: dict, name: str, root: Path, splits: tuple[str, ...
         names = [d.name for d in _subdirs(folder)]
         counts = {}
         for cls in names:
-            counts[cls] = len(_images_in(folder / cls))
+            members = _images_in(folder / cls)
+            if listing is not None and split == splits[0]:
+                listing[cls] = members
+            counts[cls] = len(members)
             if not counts[cls]:  # skipping it would shift every later label
                 raise ValueError(f"class folder {folder / cls} has no image files "
                                  f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove it")
@@ -496,13 +505,14 @@ def _class_dirs(folder: Path) -> list[Path]:
     return found
 
 
-def _load_image_folder(name: str, root: Path, split: str, cache_dir, progress: bool
-                       ) -> ImageDataset:
+def _load_image_folder(name: str, root: Path, split: str, listing: dict[str, list[os.DirEntry]],
+                       cache_dir, progress: bool) -> ImageDataset:
+    """Decode (or read from the cache) one split; ``listing``: class -> its image files."""
     folder = root / split
-    classes = [d.name for d in _subdirs(folder)]
+    classes = list(listing)
     files, records, labels = [], [], []
     for k, cls in enumerate(classes):
-        for e in _images_in(folder / cls):
+        for e in listing[cls]:
             st = e.stat()
             files.append(e.path)
             records.append((f"{cls}/{e.name}", st.st_size, st.st_mtime_ns))
