@@ -1,30 +1,46 @@
-"""Datasets as uint8 tensors, with an on-disk cache of decoded images and stratified subsets.
+"""Datasets as uint8 tensors: where they live, pre-flight checks, a decode cache, subsets.
 
 Every dataset becomes an :class:`ImageDataset`: ``images`` uint8 ``(N, 3, H, W)`` on the CPU plus
 int64 ``labels`` ``(N,)``. Augmentation happens later, per batch, on the training device
-(:mod:`cl_analysis.augment`), so images are decoded once and never per epoch.
+(:mod:`cl_analysis.training.augment`), so images are decoded once and never per epoch.
 
-Sources (``DATASETS``):
+Where the data lives (``root``; ``--data-root`` on the command line):
 
-* ``cifar10``, ``cifar100``, ``svhn``: the torchvision files under ``root`` (downloaded only when
-  ``download=True``). If ``root/<split>/<class>/`` holds image files instead, ``root`` is read as an
-  image folder, so ``--dataset cifar10 --data-root ../shared/data/cifar10`` works with the JPEG
-  export of CIFAR-10.
-* ``imagefolder``: any class-folder tree, ``root/<split>/<class>/*.jpg`` (or ``root/<class>/...``
-  when there is no split folder). Classes are sorted by name, which for the CIFAR-10 JPEG export
-  is the CIFAR-10 label order.
+* ``root=None`` is :func:`default_data_root`, ``$XDG_CACHE_HOME/cl-analysis/datasets``
+  (``~/.cache/cl-analysis/datasets``). ``cifar10``, ``cifar100`` and ``svhn`` missing there (or in
+  an existing ``root``) are downloaded with torchvision (its own progress bar) when
+  ``download=True`` and the network allows; otherwise a ``ValueError`` names how to point at a
+  local copy, before any other work.
+* Two layouts are read, for every name in ``DATASETS``:
+
+  - a torchvision folder: ``root/cifar-10-batches-py/``, ``root/cifar-100-python/`` or
+    ``root/{train,test}_32x32.mat`` (as written by ``torchvision.datasets``);
+  - a class-folder tree: ``root/train/<class>/*.jpg`` and ``root/test/<class>/*.jpg`` (any of
+    ``IMAGE_EXTENSIONS``). Classes are sorted by name, which for the CIFAR-10 JPEG export is the
+    CIFAR-10 label order, so ``--dataset cifar10 --data-root ../shared/data/cifar10`` works.
+    ``imagefolder`` is this layout for any data set.
+
+Data that cannot be right is refused by :func:`check_dataset` (cheap: it lists files, decodes
+nothing; the CLI runs it before any training) and again by :func:`load_dataset`: an unknown name,
+a missing root, a root that is one split (``.../cifar10/train``: pass its parent), a class-folder
+tree without a test split (the training images are never used as the test split), train and
+test splits with different classes, and a tree whose class count does not match the name (a
+CIFAR-10 tree read as ``cifar100``).
+
+Decoded image folders are cached with ``torch.save`` in a user cache folder keyed by content,
+never inside the data folder: the environment variable ``CL_CACHE_DIR`` overrides the default
+``~/.cache/cl-analysis/images`` (see :mod:`cl_analysis.training.data_cache`). The torchvision files
+are already arrays and are not cached. docs/data.md has the details.
 
 :func:`synthetic_dataset` makes a small labelled stand-in (coloured stripe patterns) in memory,
 for the notebooks' fast mode when no dataset copy exists.
-
-Image folders are decoded once with Pillow and cached with ``torch.save`` (see
-:mod:`cl_analysis._data_cache`); the torchvision files are already arrays and are not cached.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,7 +51,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_choice
-from .data_cache import cache_path, fingerprint, read_cache, write_cache
+from .data_cache import (
+    cache_entry,
+    default_cache_dir,
+    fingerprint,
+    read_cache,
+    user_cache_home,
+    write_cache,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +66,24 @@ DATASETS = ("cifar10", "cifar100", "svhn", "imagefolder")
 SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff",
                     ".webp")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+# torchvision's files per split (relative to root) and the published split sizes
+_TV_FILES = {
+    "cifar10": {"train": [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)],
+                "test": ["cifar-10-batches-py/test_batch"]},
+    "cifar100": {"train": ["cifar-100-python/train"], "test": ["cifar-100-python/test"]},
+    "svhn": {"train": ["train_32x32.mat"], "test": ["test_32x32.mat"]},
+}
+_TV_SIZES = {"cifar10": {"train": 50000, "test": 10000},
+             "cifar100": {"train": 50000, "test": 10000},
+             "svhn": {"train": 73257, "test": 26032}}
+_TV_INNER = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
+
+__all__ = ["DATASETS", "SPLITS", "IMAGE_EXTENSIONS", "NUM_CLASSES", "ImageDataset",
+           "default_data_root", "default_cache_dir", "check_dataset", "fetch_dataset",
+           "load_dataset", "subset", "resize", "synthetic_dataset"]
 
 
 @dataclass
@@ -77,37 +118,98 @@ class ImageDataset:
         return int(self.labels.shape[0])
 
 
-def load_dataset(name: str, root: str | os.PathLike, split: str = "train", download: bool = False,
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> ImageDataset:
+def default_data_root() -> Path:
+    """The data folder used when no root is given: ``$XDG_CACHE_HOME/cl-analysis/datasets``.
+
+    ``~/.cache/cl-analysis/datasets`` when ``XDG_CACHE_HOME`` is unset (the convention of
+    ``torch.hub`` and Hugging Face datasets). Downloads of cifar10/cifar100/svhn go here, in
+    torchvision's layout.
+    """
+    return user_cache_home() / "datasets"
+
+
+def check_dataset(name: str, root: str | os.PathLike | None = None) -> dict:
+    """Pre-flight check of a data set, before any training: lists files, decodes nothing.
+
+    Args:
+        name: one of ``DATASETS``.
+        root: the data root; None means :func:`default_data_root`.
+
+    Returns:
+        A description: ``name``; ``root`` (absolute path, str); ``layout`` (``"class-folders"``,
+        ``"torchvision"``, or ``"download"`` when the files are missing and
+        :func:`load_dataset` would download them); ``splits`` (split -> number of images; the
+        published size for torchvision files); ``num_classes``; ``classes`` (list of names, None
+        where unknown without reading the data, i.e. CIFAR-100 before its download).
+
+    Raises:
+        ValueError: the name is unknown; an explicit root is missing or a file; the root is a
+            split folder or torchvision's inner folder; a class-folder tree lacks a split, has
+            train and test splits with different classes, or has a class count other than the
+            name's (10 for cifar10/svhn, 100 for cifar100); ``imagefolder`` without a root.
+    """
+    return _inspect(name, root, SPLITS)
+
+
+def fetch_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = True
+                  ) -> dict:
+    """:func:`check_dataset`, then download cifar10/cifar100/svhn if their files are missing.
+
+    Call it once before starting parallel workers, so that they never download concurrently.
+
+    Args:
+        name: one of ``DATASETS``.
+        root: the data root; None means :func:`default_data_root`.
+        download: allow the download (needs the network).
+
+    Returns:
+        :func:`check_dataset`'s description after the download (``layout`` is no longer
+        ``"download"``).
+
+    Raises:
+        ValueError: as :func:`check_dataset`; or the files are missing and cannot be downloaded
+            (offline, ``download=False``): the message names ``--data-root`` and the layouts.
+    """
+    info = _inspect(name, root, SPLITS)
+    if info["layout"] == "download":
+        for split in SPLITS:
+            _download(name, Path(info["root"]), split, download)
+        info = _inspect(name, root, SPLITS)
+    return info
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train", *,
+                 download: bool = True, progress: bool = True,
+                 cache_dir: str | os.PathLike | None = None) -> ImageDataset:
     """Load a dataset split as uint8 tensors.
 
     Args:
         name: one of ``DATASETS``.
-        root: data root (``--data-root``): the torchvision folder, or an image-folder tree.
+        root: data root (``--data-root``): a torchvision folder or a class-folder tree; None means
+            :func:`default_data_root`.
         split: ``"train"`` or ``"test"``.
-        download: let torchvision download the files (needs internet access).
-        cache_dir: where decoded image folders are cached. Default: env ``CL_CACHE_DIR``, else
-            ``<root>/.cl_analysis_cache`` if writable, else ``~/.cache/cl_analysis``.
-        progress: show a tqdm bar while decoding.
+        download: download cifar10/cifar100/svhn with torchvision when their files are missing
+            (needs the network; torchvision shows its own progress bar).
+        progress: show a tqdm bar while decoding an image folder.
+        cache_dir: folder of the decoded-image cache; None means :func:`default_cache_dir`
+            (env ``CL_CACHE_DIR``, else ``~/.cache/cl-analysis/images``).
 
     Returns:
-        The split as an :class:`ImageDataset`.
+        The split as an :class:`ImageDataset`: images uint8 ``(N, 3, H, W)``, labels int64 ``(N,)``.
 
     Raises:
-        ValueError: unknown name/split, empty folder, unreadable or differently sized images.
-        FileNotFoundError: ``root`` or the files in it are missing (and could not be downloaded).
+        ValueError: everything :func:`check_dataset` refuses (checked for this split, before any
+            other work); missing files that cannot be downloaded; unreadable or differently sized
+            images; a cache folder inside the data folder.
     """
-    check_choice("dataset", name, DATASETS)
-    check_choice("split", split, SPLITS)
-    root = Path(root).expanduser().absolute()
-    if not root.is_dir() and not (download and name != "imagefolder"):
-        problem = "is a file, not a folder" if root.exists() else "does not exist"
-        raise FileNotFoundError(f"data root {root} {problem}; pass --data-root pointing at your "
-                                f"copy of {name} (e.g. an image-folder export "
-                                f"root/train/<class>/*.jpg)")
-    if name == "imagefolder" or (root.is_dir() and _class_dirs(root / split)):
-        return _load_image_folder(name, root, split, cache_dir, progress)
-    return _load_torchvision(name, root, split, download)
+    listing: dict[str, list[os.DirEntry]] = {}  # class -> image files, listed once
+    info = _inspect(name, root, (split,), listing)
+    root = Path(info["root"])
+    if info["layout"] == "class-folders":
+        return _load_image_folder(name, root, split, listing, cache_dir, progress)
+    if info["layout"] == "download":
+        _download(name, root, split, download)
+    return _load_torchvision(name, root, split)
 
 
 def subset(dataset: ImageDataset, size: int | float, seed: int = 0,
@@ -247,6 +349,131 @@ def _hue_to_rgb(hue: Tensor) -> Tensor:
     return (0.5 + 0.5 * torch.cos(2 * torch.pi * (hue[:, None] + offsets))).clamp(0, 1)
 
 
+# --------------------------------------------------------------------------- layout checks
+def _layouts(name: str, root: Path | str = "root") -> str:
+    """The layouts accepted for ``name``, for error messages."""
+    tv = {"cifar10": f"{root}/cifar-10-batches-py/", "cifar100": f"{root}/cifar-100-python/",
+          "svhn": f"{root}/train_32x32.mat and {root}/test_32x32.mat"}.get(name)
+    tree = f"a class-folder tree ({root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg)"
+    return f"a torchvision folder ({tv}) or {tree}" if tv else tree
+
+
+def _names(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _inspect(name: str, root: str | os.PathLike | None, splits: tuple[str, ...],
+             listing: dict | None = None) -> dict:
+    """Check ``root`` for ``name`` and the given splits; see :func:`check_dataset`.
+
+    ``listing``, if given, receives the image files of the first split's classes (class ->
+    sorted ``os.DirEntry`` list), so that loading does not list 50,000 files twice.
+    """
+    check_choice("dataset", name, DATASETS)
+    for split in splits:
+        check_choice("split", split, SPLITS)
+    explicit = root is not None
+    root = (Path(root).expanduser() if explicit else default_data_root()).absolute()
+    info = {"name": name, "root": str(root), "layout": None, "num_classes": NUM_CLASSES.get(name),
+            "classes": None, "splits": {}}
+    if name == "imagefolder" and not explicit:
+        raise ValueError("--dataset imagefolder needs --data-root: the root of your class-folder "
+                         "tree (root/train/<class>/*.jpg and root/test/<class>/*.jpg)")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"data root {root} is a file, not a folder; pass --data-root pointing "
+                         f"at the folder that holds {_layouts(name)}")
+    if not root.exists():
+        if explicit:
+            fix = (f", or leave --data-root out to download {name} into {default_data_root()}"
+                   if name in _TV_FILES else "")
+            raise ValueError(f"data root {root} does not exist; pass --data-root pointing at "
+                             f"your copy of {name}: {_layouts(name)}{fix}")
+        return _torchvision_info(info, name, root, splits, present=False)
+    if root.name in _TV_INNER:
+        raise ValueError(f"{root} is torchvision's {_TV_INNER[root.name]} folder itself; pass its "
+                         f"parent {root.parent} as --data-root")
+    flat = _class_dirs(root)
+    trees = {s: _class_dirs(root / s) for s in SPLITS}
+    if flat:
+        found = _names([d.name for d in flat])
+        if root.name in SPLITS:
+            raise ValueError(f"{root} looks like the {root.name} split itself (it holds class "
+                             f"folders: {found}); pass its parent {root.parent} as --data-root")
+        if any(trees.values()):
+            raise ValueError(f"{root} mixes split folders and class folders ({found}); use "
+                             f"{root}/train/<class>/ and {root}/test/<class>/ only")
+        raise ValueError(f"{root} holds class folders ({found}) but no train/ and test/ split "
+                         f"folders; arrange it as {root}/train/<class>/* and "
+                         f"{root}/test/<class>/* (hold out some images of every class as the "
+                         f"test split)")
+    if name == "imagefolder" or any(trees.values()):
+        return _class_folder_info(info, name, root, splits, trees, listing)
+    present = all((root / f).is_file() for s in splits for f in _TV_FILES[name][s])
+    return _torchvision_info(info, name, root, splits, present)
+
+
+def _class_folder_info(info: dict, name: str, root: Path, splits: tuple[str, ...],
+                       trees: dict[str, list[Path]], listing: dict | None) -> dict:
+    classes = {}
+    for split in splits:
+        if not trees[split]:
+            other = [s for s in SPLITS if trees[s]]
+            found = f" (found: {', '.join(f'{s}/' for s in other)})" if other else ""
+            extra = (" The training images are never used as the test split: hold out some "
+                     "images of every class" if split == "test" else "")
+            raise ValueError(f"{root} has no {split} split{found}: expected image files in "
+                             f"{root}/{split}/<class>/ (extensions {', '.join(IMAGE_EXTENSIONS)})."
+                             f"{extra}")
+        folder = root / split
+        names = [d.name for d in _subdirs(folder)]
+        counts = {}
+        for cls in names:
+            members = _images_in(folder / cls)
+            if listing is not None and split == splits[0]:
+                listing[cls] = members
+            counts[cls] = len(members)
+            if not counts[cls]:  # skipping it would shift every later label
+                raise ValueError(f"class folder {folder / cls} has no image files "
+                                 f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove it")
+        classes[split] = names
+        info["splits"][split] = sum(counts.values())
+    first, *rest = splits
+    for split in rest:
+        if classes[split] != classes[first]:
+            only_a = sorted(set(classes[first]) - set(classes[split]))
+            only_b = sorted(set(classes[split]) - set(classes[first]))
+            raise ValueError(
+                f"the {first} and {split} splits of {root} have different class folders "
+                f"({len(classes[first])} vs {len(classes[split])}; only in {first}: "
+                f"{_names(only_a) or '-'}; only in {split}: {_names(only_b) or '-'}), so labels "
+                f"would not match; give both splits the same class folders")
+    n = len(classes[first])
+    expected = NUM_CLASSES.get(name)
+    if expected is not None and n != expected:
+        likely = {10: "cifar10", 100: "cifar100"}.get(n)
+        hint = (f"--dataset {likely}" + (" (or imagefolder)" if likely else "")) if likely \
+            else "--dataset imagefolder for your own class-folder data"
+        raise ValueError(f"{root / first} has {n} class folders but {name} has {expected} "
+                         f"classes, so this is not {name}; pass {hint}")
+    info.update(layout="class-folders", num_classes=n, classes=classes[first])
+    return info
+
+
+def _torchvision_info(info: dict, name: str, root: Path, splits: tuple[str, ...],
+                      present: bool) -> dict:
+    info["layout"] = "torchvision" if present else "download"
+    info["splits"] = {s: _TV_SIZES[name][s] for s in splits}
+    if name == "cifar10":
+        info["classes"] = list(CIFAR10_CLASSES)
+    elif name == "svhn":
+        info["classes"] = [str(k) for k in range(10)]
+    elif present and (root / "cifar-100-python" / "meta").is_file():
+        with open(root / "cifar-100-python" / "meta", "rb") as f:
+            info["classes"] = list(pickle.load(f, encoding="latin1")["fine_label_names"])
+    return info
+
+
 # --------------------------------------------------------------------------- image folders
 def _is_image(entry: os.DirEntry) -> bool:
     name = entry.name
@@ -278,55 +505,27 @@ def _class_dirs(folder: Path) -> list[Path]:
     return found
 
 
-def _resolve_split_dir(root: Path, split: str) -> Path:
-    if _class_dirs(root / split):
-        return root / split
-    if _class_dirs(root):
-        if any((root / s).is_dir() for s in SPLITS):
-            raise ValueError(f"{root} mixes split folders and class folders; use either "
-                             f"root/{split}/<class>/ or root/<class>/")
-        logger.info("no %r folder under %s; reading its class folders as split %r",
-                    split, root, split)
-        return root
-    present = [s for s in SPLITS if (root / s).is_dir()]
-    hint = f" (found split folders: {', '.join(present)})" if present else ""
-    raise ValueError(f"no images found for split {split!r} under {root}{hint}; expected "
-                     f"root/{split}/<class>/*.jpg (or root/<class>/*.jpg) with extensions "
-                     f"{', '.join(IMAGE_EXTENSIONS)}")
-
-
-def _load_image_folder(name: str, root: Path, split: str, cache_dir, progress: bool
-                       ) -> ImageDataset:
-    folder = _resolve_split_dir(root, split)
-    classes = [d.name for d in _subdirs(folder)]
+def _load_image_folder(name: str, root: Path, split: str, listing: dict[str, list[os.DirEntry]],
+                       cache_dir, progress: bool) -> ImageDataset:
+    """Decode (or read from the cache) one split; ``listing``: class -> its image files."""
+    folder = root / split
+    classes = list(listing)
     files, records, labels = [], [], []
     for k, cls in enumerate(classes):
-        members = _images_in(folder / cls)
-        if not members:  # skipping it would shift every later label
-            raise ValueError(f"class folder {folder / cls} has no image files "
-                             f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
-        for e in members:
+        for e in listing[cls]:
             st = e.stat()
             files.append(e.path)
             records.append((f"{cls}/{e.name}", st.st_size, st.st_mtime_ns))
-        labels += [k] * len(members)
-    key = {"name": name, "split": split, "root": str(folder), "n": len(files),
-           "classes": classes, "fingerprint": fingerprint(records)}
-    source = f"imagefolder:{folder}"
-    path = cache_path(root, cache_dir, name, split, folder)
-    cached = read_cache(path, key) if path is not None else None
-    if cached is not None:
-        images = cached
-    else:
+            labels.append(k)
+    key = {"fingerprint": fingerprint(records), "n": len(files), "classes": classes}
+    path = cache_entry(cache_dir, root, key["fingerprint"])
+    images = read_cache(path, key) if path is not None else None
+    if images is None:
         images = _decode(files, progress, desc=f"decoding {name}/{split}")
         if path is not None:
-            write_cache(path, key, images)
-    expected = {"cifar10": 10, "cifar100": 100, "svhn": 10}.get(name)
-    if expected is not None and len(classes) != expected:
-        logger.warning("%s is read as %s but has %d class folders (expected %d)",
-                       folder, name, len(classes), expected)
+            write_cache(path, key, images, folder)
     return ImageDataset(images, torch.tensor(labels, dtype=torch.int64), classes, name, split,
-                        source)
+                        f"imagefolder:{folder}")
 
 
 def _decode(files: list[str], progress: bool, desc: str) -> Tensor:
@@ -349,27 +548,43 @@ def _decode(files: list[str], progress: bool, desc: str) -> Tensor:
 
 
 # --------------------------------------------------------------------------- torchvision
-def _load_torchvision(name: str, root: Path, split: str, download: bool) -> ImageDataset:
+def _torchvision_class(name: str):
     import torchvision.datasets as tvd
 
-    train = split == "train"
-    makers = {"cifar10": lambda: tvd.CIFAR10(str(root), train=train, download=download),
-              "cifar100": lambda: tvd.CIFAR100(str(root), train=train, download=download),
-              "svhn": lambda: tvd.SVHN(str(root), split=split, download=download)}
-    layout = {"cifar10": "cifar-10-batches-py/", "cifar100": "cifar-100-python/",
-              "svhn": f"{split}_32x32.mat"}[name]
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "svhn": tvd.SVHN}[name]
+
+
+def _make(name: str, root: Path, split: str, download: bool):
+    cls = _torchvision_class(name)
+    if name == "svhn":
+        return cls(str(root), split=split, download=download)
+    return cls(str(root), train=split == "train", download=download)
+
+
+def _download(name: str, root: Path, split: str, download: bool) -> None:
+    """Download one split of ``name`` into ``root`` with torchvision, or explain the way out."""
+    where = _layouts(name, root)
+    if not download:
+        raise ValueError(f"{name} ({split}) is not in {root} and downloading is off; allow the "
+                         f"download (download=True, needs the network) or pass --data-root "
+                         f"pointing at a local copy: {where}")
     try:
-        ds = makers[name]()
-    except Exception as e:  # URLError, RuntimeError("Dataset not found"), corrupt archive, ...
-        action = "could not download" if download else "found no usable copy of"
-        if root.is_dir() and _class_dirs(root):
-            action += (f" (hint: {root} holds class folders, i.e. one split: pass its parent, "
-                       f"which has train/ and test/, or use --dataset imagefolder)")
-        raise FileNotFoundError(
-            f"{action} {name} ({split}) in {root}: {type(e).__name__}: {e}. Point --data-root at "
-            f"a local copy: the torchvision files ({root}/{layout}) or an image-folder export "
-            f"(root/{split}/<class>/*.jpg, read with --dataset {name} or imagefolder)"
-            + ("" if download else "; or pass --download when online")) from e
+        root.mkdir(parents=True, exist_ok=True)
+        logger.info("downloading %s (%s) into %s", name, split, root)
+        _make(name, root, split, download=True)
+    except Exception as e:  # URLError (offline), HTTP errors, corrupt archive, read-only root
+        raise ValueError(f"could not download {name} ({split}) into {root}: "
+                         f"{type(e).__name__}: {e}. Without network access, pass --data-root "
+                         f"pointing at a local copy: {_layouts(name)}") from e
+
+
+def _load_torchvision(name: str, root: Path, split: str) -> ImageDataset:
+    try:
+        ds = _make(name, root, split, download=False)
+    except Exception as e:  # RuntimeError("Dataset not found or corrupted"), unpickling errors
+        raise ValueError(f"cannot read torchvision's {name} ({split}) files in {root}: "
+                         f"{type(e).__name__}: {e}; delete them to download them again, or pass "
+                         f"--data-root pointing at another copy: {_layouts(name)}") from e
     if name == "svhn":
         images = torch.from_numpy(np.ascontiguousarray(ds.data))  # (N, 3, 32, 32)
         labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.int64)  # (N,)
