@@ -75,6 +75,16 @@ def _log_sums(logits: Tensor, is_pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return l_pos, lse_all, lse_neg
 
 
+def _row_sums(
+    similarity: Tensor, positive: Tensor, temperature: float | Tensor, reduction: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate everything; return ``_log_sums`` of s / tau, computed with autocast off."""
+    tau = _temperature(temperature)
+    s, is_pos = _prepare(similarity, positive, reduction)
+    with _no_autocast(s):
+        return _log_sums(_scale(s, tau), is_pos)
+
+
 def _log_one_minus_p(s: Tensor, is_pos: Tensor, tau: float | Tensor) -> Tensor:
     """log(1 - P_ip) = logsumexp_neg - logsumexp_all at ``tau``, ``(N,)`` (no cancellation)."""
     _, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
@@ -212,11 +222,8 @@ def decoupled_info_nce(
     Returns:
         The reduced loss, float32 (float64 for float64 inputs).
     """
-    tau = _temperature(temperature)
-    s, is_pos = _prepare(similarity, positive, reduction)
-    with _no_autocast(s):
-        l_pos, _, lse_neg = _log_sums(_scale(s, tau), is_pos)
-        return _reduce(lse_neg - l_pos, reduction)
+    l_pos, _, lse_neg = _row_sums(similarity, positive, temperature, reduction)
+    return _reduce(lse_neg - l_pos, reduction)
 
 
 def flat_nce(
@@ -239,13 +246,9 @@ def flat_nce(
     Returns:
         The reduced loss (value = ``info_nce``), float32 (float64 for float64 inputs).
     """
-    tau = _temperature(temperature)
-    s, is_pos = _prepare(similarity, positive, reduction)
-    with _no_autocast(s):
-        l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
-        v = lse_neg - l_pos  # (N,)
-        loss = (lse_all - l_pos).detach() + torch.expm1(v - v.detach())  # (N,)
-    return _reduce(loss, reduction)
+    l_pos, lse_all, lse_neg = _row_sums(similarity, positive, temperature, reduction)
+    v = lse_neg - l_pos  # (N,)
+    return _reduce((lse_all - l_pos).detach() + torch.expm1(v - v.detach()), reduction)
 
 
 def macl(
