@@ -305,3 +305,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float, reduction: str = "mean")
         logits.fill_diagonal_(-math.inf)  # self-pairs leave the softmax
         target = torch.arange(2 * n, device=u.device).roll(n)  # (2N,) i <-> i + N
         return F.cross_entropy(logits, target, reduction=reduction)
+
+# The weighting lens (issue 11): re-weighted InfoNCE variants live in weighting.py.
+from .weighting import decoupled_info_nce, dual_temperature_info_nce, flat_nce, macl  # noqa: E402
+
+__all__ += ["decoupled_info_nce", "flat_nce", "macl", "dual_temperature_info_nce"]

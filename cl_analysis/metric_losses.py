@@ -295,7 +295,7 @@ def debiased_info_nce(
     In-batch SimCLR negatives (Nn = 2N-2 per anchor): Ng = max((sum_n e^{s_n/tau} - tau+ Nn
     e^{s_p/tau}) / (1 - tau+), Nn e^{-1/tau}) and L = -log[e^{s_p/tau} / (e^{s_p/tau} + Ng)],
     computed in log space. tau_plus = 0 gives ``nt_xent`` (the clamp is then never active for
-    cosine similarities).
+    cosine similarities). Not Yeh et al.'s *decoupled* loss (``losses.decoupled_info_nce``).
 
     Args:
         z1: ``(N, D)`` projections of view 1 (normalised here).

@@ -378,3 +378,18 @@ def knn_accuracy(
     pred = knn_predict(train_z, train_y, test_z, k, temperature, weighting, metric,
                        protocol=protocol, num_classes=num_classes, chunk_size=chunk_size)
     return (pred == y.to(pred.device)).double().mean().item()
+
+# Label-free diagnostics (issue 11) live in diagnostics.py.
+from .diagnostics import (  # noqa: E402
+    AlphaReq,
+    alpha_req,
+    collapse_loss,
+    feature_std,
+    negative_similarity_stats,
+    rankme,
+    singular_spectrum,
+    wasserstein_uniformity,
+)
+
+__all__ += ["AlphaReq", "rankme", "alpha_req", "singular_spectrum", "wasserstein_uniformity",
+            "negative_similarity_stats", "feature_std", "collapse_loss"]
