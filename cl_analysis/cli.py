@@ -40,7 +40,9 @@ EPILOG = """examples:
   cl-analysis evaluate --run runs/quick-hard-t0.3
   cl-analysis sweep --profile quick --data-root ../shared/data/cifar10 --out runs/quick
   cl-analysis reproduce --profile quick --data-root ../shared/data/cifar10 --out reports
-environment: CL_DATA_ROOT (default --data-root), CL_CACHE_DIR (decoded-image cache folder)
+environment: CL_DATA_ROOT (default --data-root; without either, CIFAR-10/100 and SVHN are
+  downloaded into ~/.cache/cl-analysis/datasets), CL_CACHE_DIR (decoded-image cache folder,
+  default ~/.cache/cl-analysis/images). See docs/data.md.
 """
 
 
@@ -187,9 +189,7 @@ def _preflight(config: TrainConfig, profile: str) -> TrainConfig:
 
     if config.data_root is not None:
         config = config.replace(data_root=str(Path(config.data_root).expanduser().resolve()))
-    check = getattr(data, "check_dataset", None)
-    if check is not None:
-        check(config.dataset, config.data_root)
+    data.fetch_dataset(config.dataset, config.data_root)  # checked (and downloaded) up front
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         if profile in ("paper", "simclr"):
             raise ValueError(f"the {profile} profile runs on CUDA and no CUDA device is "

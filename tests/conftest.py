@@ -35,3 +35,14 @@ def cifar_root() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("real CIFAR-10 not configured: set CL_DATA_ROOT to a CIFAR-10 copy")
     return Path(root)
+
+
+@pytest.fixture(autouse=True)
+def _private_caches(tmp_path_factory, monkeypatch):
+    """Keep tests out of the user's ~/.cache: the default data folder is a temp folder, and the
+    decoded-image cache goes to CL_CACHE_DIR when CI sets it (shared, content-keyed), else to a
+    temp folder."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "xdg"))
+    if not os.environ.get("CL_CACHE_DIR"):
+        monkeypatch.setenv("CL_CACHE_DIR", str(base / "cl-cache"))
