@@ -282,12 +282,14 @@ def test_evaluate_model_validation():
 
 # ----------------------------------------------------------------------------- evaluate_run
 def test_evaluate_run_writes_eval_json(tmp_path):
-    from cl_analysis.training.pretrain import TrainConfig, pretrain
+    from cl_analysis.training.config import TrainConfig
+    from cl_analysis.training.pretrain import pretrain
 
     tr, te = _images(72), _images(30, seed=1, split="test")
     cfg = TrainConfig(dataset="cifar10", subset=60, image_size=SIZE, model="convnet",
                       convnet_widths=(8, 16, 16, 16), embedding_dim=16, epochs=1, batch_size=20,
-                      temperature=0.1, device="cpu", seed=3, num_threads=1, hard_k=None)
+                      temperature=0.1, device="cpu", seed=3, num_threads=1, hard_k=None,
+                      lr_milestones=())
     run = tmp_path / "run"
     pretrain(cfg, run, train_set=tr, test_set=te, progress=False)
     out = evaluate_run(run, train_set=tr, test_set=te, probe_epochs=5, progress=False)
@@ -316,12 +318,13 @@ def test_linear_probe_leaves_global_rng_alone():
 
 
 def test_evaluate_run_simclr_regime_has_no_bank_keys(tmp_path):
-    from cl_analysis.training.pretrain import TrainConfig, pretrain
+    from cl_analysis.training.config import TrainConfig
+    from cl_analysis.training.pretrain import pretrain
 
     tr, te = _images(40), _images(20, seed=1, split="test")
     cfg = TrainConfig(dataset="cifar10", image_size=SIZE, model="convnet", regime="simclr",
                       convnet_widths=(8, 16, 16, 16), embedding_dim=16, epochs=1, batch_size=20,
-                      temperature=0.5, device="cpu", num_threads=1)
+                      temperature=0.5, device="cpu", num_threads=1, lr_milestones=())
     pretrain(cfg, tmp_path, train_set=tr, test_set=te, progress=False)
     out = evaluate_run(tmp_path, train_set=tr, test_set=te, linear=False, progress=False)
     assert out["linear_top1"] is None and not set(BANK_KEYS) & set(out)
