@@ -18,7 +18,7 @@ _ROUNDING = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 4e-3, torc
 
 _UNNORMALISED_HINT = (
     "similarities of L2-normalised vectors lie in [-1, 1]; did you pass embeddings (N, D) where "
-    "the similarity matrix belongs, or raw dot products q @ b.T of unnormalised features? Use "
+    "the similarity matrix belongs, or unnormalised dot products q @ b.T of raw features? Use "
     "losses.cosine_similarity(a, b), or pass unnormalized=True if the values are scaled on "
     "purpose (e.g. logits already divided by a temperature)"
 )

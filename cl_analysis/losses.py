@@ -122,8 +122,9 @@ def _top_k_weights(negatives: Tensor, k: int) -> Tensor:
     x = negatives.detach()
     t = x.topk(k, dim=1).values[:, -1:]  # (N, 1) K-th largest (values are device-independent)
     above, tied = x > t, x == t  # (N, M)
-    share = (k - above.sum(1, keepdim=True)) / tied.sum(1, keepdim=True)  # (N, 1)
-    return torch.where(above, 1.0, torch.where(tied, share.to(x.dtype), 0.0)).to(x.dtype)
+    n_above = above.sum(1, keepdim=True).to(x.dtype)  # (N, 1)
+    share = (k - n_above) / tied.sum(1, keepdim=True).to(x.dtype)  # (N, 1) in x's precision
+    return torch.where(above, 1.0, torch.where(tied, share, 0.0)).to(x.dtype)
 
 
 def _check_lam(lam: float) -> float:

@@ -204,6 +204,8 @@ def batch_hard_triplet(
         Scalar mean loss, float32 (float64 for float64 inputs).
     """
     same, pos_mask, margin = _label_masks(embeddings, labels, margin)
+    if not len(labels):  # empty batch: nothing to mine
+        return _mean_or_zero(embeddings.new_zeros(0), embeddings)
     with _no_autocast(embeddings):
         d = _distances(embeddings.to(_dtype(embeddings)), squared)  # (N, N)
         hardest_pos = d.masked_fill(~pos_mask, -math.inf).amax(1)  # (N,)
