@@ -95,7 +95,7 @@ def check_matrix(name: str, x: Tensor, dims: str = "(N, D)") -> None:
 
 
 def check_index_vector(name: str, x: Tensor, n: int, allow_bool: bool = False) -> Tensor:
-    """Raise unless ``x`` is an integer (or bool) tensor of shape ``(n,)``; dtype and shape apart."""
+    """Raise unless ``x`` is an integer (or bool) tensor of shape ``(n,)`` (dtype checked first)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected an integer tensor of shape ({n},), got "
                          f"{type(x).__name__}; wrap it with torch.as_tensor(..., dtype=torch.long)")

@@ -70,6 +70,7 @@ def similarity_gradient(similarity: Tensor, positive: Tensor, temperature: float
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
 
     Returns:
         (N, M) gradient of L_i (Eq. 1, per anchor, not averaged) with respect to s_ij. Each row
@@ -96,6 +97,7 @@ def gradient_ratio(similarity: Tensor, positive: Tensor, temperature: float | Te
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
 
     Returns:
         (N, M) ratios; each row sums to 1 over the negatives and is 0 at the positive.
@@ -128,6 +130,7 @@ def truncated_gradient_ratio(
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
         k: number of hardest negatives kept, 1 <= k <= M - 1.
         alpha: fraction of negatives kept, 0 < alpha <= 1.
 
@@ -168,6 +171,7 @@ def penalty_entropy(similarity: Tensor, positive: Tensor, temperature: float | T
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
 
     Returns:
         (N,) entropy of each anchor's penalty distribution, in [0, log(M - 1)].
@@ -193,6 +197,7 @@ def effective_negatives(similarity: Tensor, positive: Tensor, temperature: float
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
 
     Returns:
         (N,) values in [1, M - 1].

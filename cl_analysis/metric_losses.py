@@ -310,7 +310,8 @@ def supcon(z: Tensor, labels: Tensor, temperature: float | Tensor) -> Tensor:
     return _mean_or_zero(loss, z)
 
 
-def _in_batch_logits(z1: Tensor, z2: Tensor, temperature: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _in_batch_logits(z1: Tensor, z2: Tensor,
+                     temperature: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """SimCLR logits ``(2N, 2N)``, positive logits ``(2N,)`` and the mask of the 2N-2 negatives."""
     u = _two_views(z1, z2)  # (2N, D)
     n2 = u.shape[0]

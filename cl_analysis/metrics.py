@@ -291,6 +291,7 @@ def local_separation(similarity: Tensor, positive: Tensor, *, k: int = 10,
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         k: number of nearest negatives, 1 <= k <= M - 1 (the paper shows 10).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
 
     Returns:
         (N, k + 1): column 0 is s_ip, columns 1..k the top-k negatives in descending order.
@@ -415,8 +416,18 @@ def knn_accuracy(
     (ties to the smaller label), as lightly and solo-learn report "top-5".
 
     Args:
+        train_z: (N, D) training (bank) features.
+        train_y: (N,) integer labels.
+        test_z: (T, D) query features.
         test_y: (T,) integer labels of ``test_z``.
+        k: neighbours; temperature, weighting, metric: the vote (see ``knn_predict``).
+        temperature: tau of the "exp" vote.
+        weighting: "exp" | "uniform" | "inverse".
+        metric: "cosine" | "euclidean".
         top: 1 (top-1) or more (top-5: ``top=5``); at most the number of classes.
+        protocol: a key of ``KNN_PROTOCOLS``.
+        num_classes: C; max label + 1 when None.
+        chunk_size: test rows per score block.
 
     Returns:
         0-dim float64 tensor: the fraction of test points classified correctly, in [0, 1]

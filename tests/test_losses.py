@@ -139,7 +139,8 @@ def test_gradcheck_similarity_losses(name, kwargs):
 
 def test_gradcheck_embedding_functions():
     z1, z2 = (z.requires_grad_() for z in _views(3, 4))
-    assert torch.autograd.gradcheck(lambda a, b: losses.nt_xent(a, b, 0.5, reduction="none"), (z1, z2))
+    assert torch.autograd.gradcheck(lambda a, b: losses.nt_xent(a, b, 0.5, reduction="none"),
+                                    (z1, z2))
     assert torch.autograd.gradgradcheck(lambda a, b: losses.nt_xent(a, b, 0.5), (z1, z2))
     assert torch.autograd.gradcheck(lambda a, b: losses.simclr_similarity(a, b)[0], (z1, z2))
     assert torch.autograd.gradcheck(losses.cosine_similarity, (z1, z2))

@@ -51,8 +51,10 @@ def test_margin_contrastive_matches_reference(margin):
 def test_triplet_matches_reference(squared, margin):
     a, p, n = _x(7, 4), _x(7, 4, seed=1), _x(7, 4, seed=2)
     expected = ref.triplet(a, p, n, margin, squared)
-    _close(metric_losses.triplet(a, p, n, margin=margin, squared=squared, reduction="none"), expected)
-    _close(metric_losses.triplet(a, p, n, margin=margin, squared=squared, reduction="sum"), sum(expected))
+    _close(metric_losses.triplet(a, p, n, margin=margin, squared=squared, reduction="none"),
+           expected)
+    _close(metric_losses.triplet(a, p, n, margin=margin, squared=squared, reduction="sum"),
+           sum(expected))
 
 
 @pytest.mark.parametrize("n, classes", [(6, 2), (12, 3), (16, 8)])
@@ -69,7 +71,8 @@ def test_batch_hard_triplet_matches_brute_force(n, classes, squared):
 def test_semi_hard_triplet_matches_brute_force(n, classes, squared):
     x, y = _x(n, 3, seed=n + 1), _labels(n, classes, seed=n + 1)
     for margin in [0.05, 0.5, 5.0]:  # few, some and all negatives semi-hard
-        _close(metric_losses.semi_hard_triplet(x, y, margin=margin, squared=squared, fallback="hardest"),
+        _close(metric_losses.semi_hard_triplet(x, y, margin=margin, squared=squared,
+                                               fallback="hardest"),
                ref.mean(ref.semi_hard_triplet(x, y, margin, squared)))
 
 
@@ -116,7 +119,8 @@ def test_hcl_matches_reference(beta, tau_plus):
 
 def test_debiased_clamp_is_reached():
     z1 = _x(4, 6)
-    out = metric_losses.debiased_info_nce(z1, z1, 0.5, tau_plus=0.9, reduction="none")  # pos = e^{1/tau}
+    out = metric_losses.debiased_info_nce(z1, z1, 0.5, tau_plus=0.9,
+                                          reduction="none")  # pos = e^{1/tau}
     floor = math.log1p(6 * math.exp(-2.0) / math.exp(2.0))  # Ng = Nn e^{-1/tau}
     assert torch.isclose(out, torch.tensor(floor, dtype=torch.float64)).any()
     _close(out, ref.debiased(z1, z1, 0.5, 0.9))
@@ -140,10 +144,12 @@ def test_gradcheck_pair_losses():
     x1, x2, x3 = (_x(6, 3, seed=s).requires_grad_() for s in range(3))
     same = _labels(6, 2)
     assert torch.autograd.gradcheck(
-        lambda a, b: metric_losses.margin_contrastive(a, b, same, margin=2.0, reduction="none"), (x1, x2))
+        lambda a, b: metric_losses.margin_contrastive(a, b, same, margin=2.0,
+                                                      reduction="none"), (x1, x2))
     for squared in (False, True):
         assert torch.autograd.gradcheck(
-            lambda a, p, n: metric_losses.triplet(a, p, n, margin=1.0, squared=squared, reduction="none"), (x1, x2, x3))
+            lambda a, p, n: metric_losses.triplet(a, p, n, margin=1.0, squared=squared,
+                                                  reduction="none"), (x1, x2, x3))
 
 
 def test_gradcheck_batch_losses():
@@ -159,7 +165,8 @@ def test_gradcheck_batch_losses():
 def test_gradcheck_debiased_and_hcl(beta, tau_plus):
     z1, z2 = _x(4, 3, seed=6).requires_grad_(), _x(4, 3, seed=7).requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda a, b: metric_losses.hcl_info_nce(a, b, 0.5, beta=beta, tau_plus=tau_plus, reduction="none"), (z1, z2))
+        lambda a, b: metric_losses.hcl_info_nce(a, b, 0.5, beta=beta, tau_plus=tau_plus,
+                                                reduction="none"), (z1, z2))
 
 
 def test_gradients_finite_at_degenerate_points():
@@ -180,8 +187,10 @@ def test_float32_and_bf16_autocast(tau):
     y = torch.arange(6) % 3
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outs = [
-            (metric_losses.hcl_info_nce(z1, z2, tau, beta=1.0, tau_plus=0.1), ref.hcl(z1, z2, tau, 1.0, 0.1)),
-            (metric_losses.debiased_info_nce(z1, z2, tau, tau_plus=0.1), ref.debiased(z1, z2, tau, 0.1)),
+            (metric_losses.hcl_info_nce(z1, z2, tau, beta=1.0, tau_plus=0.1),
+             ref.hcl(z1, z2, tau, 1.0, 0.1)),
+            (metric_losses.debiased_info_nce(z1, z2, tau, tau_plus=0.1),
+             ref.debiased(z1, z2, tau, 0.1)),
             (metric_losses.supcon(z1.half(), y, tau), ref.supcon(z1.half(), y, tau)),
         ]
     for out, expected in outs:

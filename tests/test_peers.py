@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import reference as ref
 import torch
 import torch.nn.functional as F
 
 from cl_analysis import losses
 from cl_analysis import metrics as M
-
-import reference as ref
 
 
 def _x(n, d, seed=0, dtype=torch.float64):

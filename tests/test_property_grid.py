@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import reference as ref
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -20,8 +21,6 @@ from hypothesis import strategies as st
 from cl_analysis import gradients as G
 from cl_analysis import losses
 from cl_analysis import metrics as M
-
-import reference as ref
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 PATTERNS = ["random", "tied", "identical", "zero", "antipodal"]

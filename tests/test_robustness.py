@@ -6,6 +6,7 @@ import math
 
 import matplotlib
 import pytest
+import reference as ref
 import torch
 import torch.nn.functional as F
 
@@ -13,8 +14,6 @@ from cl_analysis import gradients as G
 from cl_analysis import losses
 from cl_analysis import metrics as M
 from cl_analysis.training.memory_bank import MemoryBank
-
-import reference as ref
 
 matplotlib.use("Agg")
 
@@ -54,7 +53,8 @@ def test_issue_input_info_nce_tensor_tau_has_gradient_equal_to_closed_form():
 
 
 @pytest.mark.parametrize("name, call, oracle", [
-    ("hard_info_nce", lambda s, p, z1, z2, y, t: losses.hard_info_nce(s, p, t, k=3, reduction="sum"),
+    ("hard_info_nce", lambda s, p, z1, z2, y, t: losses.hard_info_nce(s, p, t, k=3,
+                                                                      reduction="sum"),
      lambda s, p, z1, z2, y, t: sum(ref.hard_info_nce(s, p, t, 3))),
     ("nt_xent", lambda s, p, z1, z2, y, t: losses.nt_xent(z1, z2, t, reduction="sum"),
      lambda s, p, z1, z2, y, t: sum(ref.nt_xent(z1, z2, t))),
