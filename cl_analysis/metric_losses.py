@@ -4,6 +4,17 @@ Each function names the paper and equation it follows. This module is the lower 
 :mod:`cl_analysis.losses` imports it (and the small numeric helpers below), so it must never
 import ``losses``. As there, math runs in float32 at least with autocast off, and results are
 float32 (float64 for float64 inputs).
+
+Rules shared by every loss here and in :mod:`cl_analysis.losses` (docs/conventions.md):
+
+* **Empty batch.** ``reduction="mean"`` over nothing is a graph-connected 0 (backward gives zero
+  gradients, never NaN), ``"sum"`` is 0, ``"none"`` is an empty ``(0,)`` tensor.
+* **Temperature** may be a 0-dim tensor that requires grad; dL/dtau flows. The other
+  hyperparameters (``margin``, ``beta``, ``tau_plus``, ``lam``) are constants: a requires-grad
+  tensor is refused with a ValueError.
+* **Zero distance.** Distances are differentiated with the subgradient 0 at coincident points,
+  so no NaN reaches an encoder.
+* Hyperparameters after the tensors and the temperature are **keyword-only**.
 """
 
 from __future__ import annotations
@@ -14,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_choice, check_finite, check_matrix, check_temperature
+from ._checks import (
+    check_choice,
+    check_constant,
+    check_finite,
+    check_index_vector,
+    check_matrix,
+    check_temperature,
+)
 
 __all__ = ["margin_contrastive", "triplet", "batch_hard_triplet", "semi_hard_triplet", "supcon",
            "debiased_info_nce", "hcl_info_nce"]
@@ -33,9 +51,12 @@ def _no_autocast(x: Tensor) -> torch.autocast:
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    """Apply ``reduction`` ("mean" | "sum" | "none") to per-sample losses ``(N,)``."""
+    """Apply ``reduction`` ("mean" | "sum" | "none") to per-sample losses ``(N,)``.
+
+    "mean" of an empty batch is the graph-connected 0 ``loss.sum()`` (the empty-batch rule).
+    """
     if reduction == "mean":
-        return loss.mean()
+        return loss.mean() if loss.numel() else loss.sum()
     return loss.sum() if reduction == "sum" else loss
 
 
@@ -53,28 +74,28 @@ def _same_shape(name1: str, x1: Tensor, name2: str, x2: Tensor) -> None:
 def _two_views(z1: Tensor, z2: Tensor) -> Tensor:
     """Validate SimCLR's two views ``(N, D)`` each; return ``(2N, D)`` L2-normalised rows."""
     _same_shape("z1", z1, "z2", z2)
-    if z1.shape[0] < 2:
-        raise ValueError(f"need N >= 2 pairs so each anchor has a negative, got N={len(z1)}")
     with _no_autocast(z1):
         return F.normalize(torch.cat([z1, z2]).to(_dtype(z1, z2)), dim=1)  # (2N, D)
 
 
 def _check_labels(name: str, labels: Tensor, n: int) -> Tensor:
     """Raise unless ``labels`` is an integer or bool tensor of shape ``(n,)``; return it."""
-    if not isinstance(labels, Tensor) or labels.shape != (n,):
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"{name} must be a tensor of shape ({n},) (one per row), got {shape}")
-    if labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"{name} must hold integer or bool values, got dtype {labels.dtype}")
-    return labels
+    return check_index_vector(name, labels, n, allow_bool=True)
 
 
 def _check_nonneg(name: str, value: float, upper: float = math.inf) -> float:
-    """Return ``value`` as a float, or raise unless 0 <= value < ``upper`` and finite."""
-    v = float(value)
+    """Return ``value`` as a float, or raise unless 0 <= value < ``upper`` and finite.
+
+    A tensor that requires grad is refused (only the temperature is learnable).
+    """
+    check_constant(name, value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
     if not (math.isfinite(v) and 0.0 <= v < upper):
         bound = f" and < {upper:g}" if math.isfinite(upper) else ""
-        raise ValueError(f"{name} must be a finite number >= 0{bound}, got {value!r}")
+        raise ValueError(f"{name}: expected a finite number >= 0{bound}, got {value!r}")
     return v
 
 
@@ -85,7 +106,7 @@ def _distances(x: Tensor, squared: bool) -> Tensor:
 
 
 def margin_contrastive(
-    x1: Tensor, x2: Tensor, same: Tensor, margin: float = 1.0, reduction: str = "mean"
+    x1: Tensor, x2: Tensor, same: Tensor, *, margin: float = 1.0, reduction: str = "mean"
 ) -> Tensor:
     """Margin contrastive loss (Chopra et al. 2005; Hadsell et al. 2006), paper.md §8.1.
 
@@ -105,7 +126,9 @@ def margin_contrastive(
     _same_shape("x1", x1, "x2", x2)
     n = x1.shape[0]
     if not isinstance(same, Tensor) or same.shape != (n,) or not ((same == 0) | (same == 1)).all():
-        raise ValueError(f"same must be a tensor of shape ({n},) holding 0/1 or bool values")
+        got = tuple(same.shape) if isinstance(same, Tensor) else type(same).__name__
+        raise ValueError(f"same: expected a bool (or 0/1) tensor of shape ({n},), got {got}; pass "
+                         f"labels1 == labels2")
     margin = _check_nonneg("margin", margin)
     check_choice("reduction", reduction, REDUCTIONS)
     with _no_autocast(x1):
@@ -115,7 +138,7 @@ def margin_contrastive(
     return _reduce(loss, reduction)
 
 
-def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2,
+def triplet(anchor: Tensor, positive: Tensor, negative: Tensor, *, margin: float = 0.2,
             squared: bool = False, reduction: str = "mean") -> Tensor:
     """Triplet hinge loss of FaceNet (Schroff et al. 2015, §3), the formula of paper.md §8.2.
 
@@ -164,7 +187,7 @@ def _mean_or_zero(loss: Tensor, embeddings: Tensor) -> Tensor:
 
 
 def batch_hard_triplet(
-    embeddings: Tensor, labels: Tensor, margin: float = 0.2, squared: bool = False
+    embeddings: Tensor, labels: Tensor, *, margin: float = 0.2, squared: bool = False
 ) -> Tensor:
     """Batch-hard triplet loss L_BH (Hermans, Beyer & Leibe 2017, "In Defense of the Triplet Loss").
 
@@ -181,6 +204,8 @@ def batch_hard_triplet(
         Scalar mean loss, float32 (float64 for float64 inputs).
     """
     same, pos_mask, margin = _label_masks(embeddings, labels, margin)
+    if not len(labels):  # empty batch: nothing to mine
+        return _mean_or_zero(embeddings.new_zeros(0), embeddings)
     with _no_autocast(embeddings):
         d = _distances(embeddings.to(_dtype(embeddings)), squared)  # (N, N)
         hardest_pos = d.masked_fill(~pos_mask, -math.inf).amax(1)  # (N,)
@@ -190,24 +215,42 @@ def batch_hard_triplet(
     return _mean_or_zero(loss, embeddings)
 
 
+SEMI_HARD_FALLBACKS = ("beyond", "hardest", "drop")
+
+
 def semi_hard_triplet(
-    embeddings: Tensor, labels: Tensor, margin: float = 0.2, squared: bool = False
+    embeddings: Tensor, labels: Tensor, *, margin: float = 0.2, squared: bool = False,
+    fallback: str = "beyond",
 ) -> Tensor:
     """Semi-hard triplet loss (FaceNet, Schroff et al. 2015, §3.2) over all anchor-positive pairs.
 
-    For each pair (a, p) the negative is the closest one with d(a, p) < d(a, n) < d(a, p) + margin;
-    when there is none it falls back to the hardest negative min_n d(a, n). The loss
-    max(0, d(a, p) - d(a, n) + margin) is averaged over pairs whose anchor has a negative.
+    For each pair (a, p) the negative is the closest one farther than the positive,
+    d(a, n) > d(a, p) (FaceNet's semi-hard condition; the hinge is nonzero only if it also lies
+    within the margin). ``fallback`` says what a pair with *no* negative beyond d(a, p) uses:
+
+    * ``"beyond"`` (default, TensorFlow Addons' ``triplet_semihard_loss``, following FaceNet's
+      rule of avoiding the hardest negatives): the farthest negative, max_n d(a, n).
+    * ``"hardest"``: a pair without a negative inside (d(a, p), d(a, p) + margin) takes the
+      hardest negative min_n d(a, n) (this package before issue 9).
+    * ``"drop"``: a pair without a negative inside (d(a, p), d(a, p) + margin) is left out of the
+      mean (pytorch-metric-learning's semi-hard miner keeps no triplet for it).
+
+    Example (issue 9): points [[0], [1], [0.5], [3]], labels [0, 0, 1, 1], margin 0.2: pair (0, 1)
+    has d_ap = 1 and takes the negative at 3, loss 0 (the "hardest" fallback would give 0.7).
+    The loss max(0, d(a, p) - d(a, n) + margin) is averaged over the pairs kept whose anchor has a
+    negative; with none, a graph-connected 0.
 
     Args:
         embeddings: ``(N, D)`` embeddings.
         labels: ``(N,)`` integer class labels.
         margin: hinge margin >= 0.
         squared: use squared Euclidean distances (as FaceNet does).
+        fallback: "beyond" | "hardest" | "drop", see above.
 
     Returns:
         Scalar mean loss, float32 (float64 for float64 inputs).
     """
+    check_choice("fallback", fallback, SEMI_HARD_FALLBACKS)
     same, pos_mask, margin = _label_masks(embeddings, labels, margin)
     n = len(labels)
     with _no_autocast(embeddings):
@@ -215,14 +258,22 @@ def semi_hard_triplet(
         neg_sorted = d.masked_fill(same, math.inf).sort(1).values  # (N, N) negatives ascending
         first = torch.searchsorted(neg_sorted.detach(), d.detach(), right=True)  # (N, N) > d(a,p)
         nearest = neg_sorted.gather(1, first.clamp_max(n - 1))  # (N, N) closest farther negative
-        semi = (first < n) & (nearest < d + margin)  # (N, N) semi-hard negative exists for (a, p)
-        d_an = torch.where(semi, nearest, neg_sorted[:, :1])  # (N, N) fallback: hardest negative
-        valid = pos_mask & ~same.all(1, keepdim=True)  # (N, N) pairs whose anchor has a negative
+        n_neg = (~same).sum(1, keepdim=True)  # (N, 1) negatives of each anchor
+        beyond = first < n_neg  # (N, N) a negative lies beyond d(a, p)
+        farthest = neg_sorted.gather(1, (n_neg - 1).clamp_min(0))  # (N, 1)
+        semi = beyond & (nearest < d + margin)  # (N, N) inside (d(a, p), d(a, p) + margin)
+        valid = pos_mask & (n_neg > 0)  # (N, N) pairs whose anchor has a negative
+        if fallback == "beyond":
+            d_an = torch.where(beyond, nearest, farthest)  # (N, N)
+        elif fallback == "hardest":
+            d_an = torch.where(semi, nearest, neg_sorted[:, :1])  # (N, N)
+        else:
+            d_an, valid = nearest, valid & semi
         loss = (d - d_an + margin)[valid].clamp_min(0)
     return _mean_or_zero(loss, embeddings)
 
 
-def supcon(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
+def supcon(z: Tensor, labels: Tensor, temperature: float | Tensor) -> Tensor:
     """Supervised contrastive loss L^sup_out (Khosla et al. 2020, Eq. 2), paper.md §8.9.
 
     L_i = -1/|P(i)| sum_{p in P(i)} log[exp(z_i.z_p/tau) / sum_{k != i} exp(z_i.z_k/tau)], with
@@ -232,7 +283,7 @@ def supcon(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
     Args:
         z: ``(N, D)`` embeddings, or ``(N, V, D)`` with V views per sample (normalised here).
         labels: ``(N,)`` integer class labels (shared by all views of a sample).
-        temperature: tau > 0.
+        temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
 
     Returns:
         Scalar mean loss, float32 (float64 for float64 inputs).
@@ -259,7 +310,8 @@ def supcon(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
     return _mean_or_zero(loss, z)
 
 
-def _in_batch_logits(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+def _in_batch_logits(z1: Tensor, z2: Tensor,
+                     temperature: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """SimCLR logits ``(2N, 2N)``, positive logits ``(2N,)`` and the mask of the 2N-2 negatives."""
     u = _two_views(z1, z2)  # (2N, D)
     n2 = u.shape[0]
@@ -273,7 +325,8 @@ def _in_batch_logits(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor
     return logits, logits[rows, target], neg_mask
 
 
-def _debiased(l_pos: Tensor, log_neg: Tensor, num_neg: int, tau_plus: float, tau: float) -> Tensor:
+def _debiased(l_pos: Tensor, log_neg: Tensor, num_neg: int, tau_plus: float,
+              tau: float | Tensor) -> Tensor:
     """-log[e^l_pos / (e^l_pos + Ng)] with DCL's clamped Ng, from log(sum of negative terms)."""
     # Ng = max((S - tau+ * Nn * e^l_pos) / (1 - tau+), Nn * e^{-1/tau}), S = e^log_neg, in logs
     log_ng = log_neg
@@ -288,7 +341,8 @@ def _debiased(l_pos: Tensor, log_neg: Tensor, num_neg: int, tau_plus: float, tau
 
 
 def debiased_info_nce(
-    z1: Tensor, z2: Tensor, temperature: float, tau_plus: float, reduction: str = "mean"
+    z1: Tensor, z2: Tensor, temperature: float | Tensor, *, tau_plus: float,
+    reduction: str = "mean",
 ) -> Tensor:
     """Debiased contrastive loss (Chuang et al. 2020): L^{N,M}_Debiased of paper.md §7.1, M = 1.
 
@@ -300,18 +354,18 @@ def debiased_info_nce(
     Args:
         z1: ``(N, D)`` projections of view 1 (normalised here).
         z2: ``(N, D)`` projections of view 2.
-        temperature: tau > 0.
+        temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
         tau_plus: class prior tau+ in [0, 1).
         reduction: "mean" | "sum" | "none" (-> ``(2N,)``).
 
     Returns:
         The reduced loss, float32 (float64 for float64 inputs).
     """
-    return hcl_info_nce(z1, z2, temperature, 0.0, tau_plus, reduction)
+    return hcl_info_nce(z1, z2, temperature, beta=0.0, tau_plus=tau_plus, reduction=reduction)
 
 
 def hcl_info_nce(
-    z1: Tensor, z2: Tensor, temperature: float, beta: float, tau_plus: float,
+    z1: Tensor, z2: Tensor, temperature: float | Tensor, *, beta: float, tau_plus: float,
     reduction: str = "mean",
 ) -> Tensor:
     """Hard-negative contrastive loss (Robinson et al. 2021): the objective of paper.md §7.2, M = 1.
@@ -324,7 +378,7 @@ def hcl_info_nce(
     Args:
         z1: ``(N, D)`` projections of view 1 (normalised here).
         z2: ``(N, D)`` projections of view 2.
-        temperature: tau > 0.
+        temperature: tau > 0, a float or a 0-dim tensor (dL/dtau is kept).
         beta: concentration (hardness) beta >= 0.
         tau_plus: class prior tau+ in [0, 1).
         reduction: "mean" | "sum" | "none" (-> ``(2N,)``).
@@ -338,6 +392,8 @@ def hcl_info_nce(
     check_choice("reduction", reduction, REDUCTIONS)
     logits, l_pos, neg_mask = _in_batch_logits(z1, z2, temperature)
     num_neg = logits.shape[0] - 2
+    if num_neg <= 0:  # N <= 1: no negatives, Ng = 0 and -log[e^l / e^l] = 0 (empty-batch rule)
+        return _reduce(l_pos * 0.0, reduction)
 
     def log_sum(c: float) -> Tensor:  # logsumexp_n(c * s_n / tau) over the negatives, (2N,)
         return torch.logsumexp((c * logits).masked_fill(~neg_mask, -math.inf), 1)

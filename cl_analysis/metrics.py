@@ -5,6 +5,12 @@ with L2-normalised rows; ``similarity`` / ``positive`` follow the package's ``(N
 convention. Half-precision inputs are upcast to float32, float64 is kept. The pairwise metrics
 work in tiles (``chunk_size``) and never build an N x N matrix; ``uniformity_loss`` and
 ``alignment`` stay differentiable so they can be trained on.
+
+Rules (docs/conventions.md): every metric returns a tensor (scalar metrics a 0-dim tensor;
+accuracies are fractions in [0, 1], never percentages); a metric over too few rows raises a
+ValueError (there is nothing to measure) instead of returning NaN; hyperparameters are constants
+(a requires-grad tensor is refused) and keyword-only after the data; distances and norms are
+differentiated with the subgradient 0 at coincident points.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from torch import Tensor
 
 from cl_analysis._checks import (
     check_choice,
+    check_constant,
     check_finite,
+    check_index_vector,
     check_matrix,
     check_similarity,
     check_temperature,
@@ -41,15 +49,16 @@ _UNIT_TOL = 1e-3
 
 def _features(name: str, z: Tensor, min_rows: int = 1, unit: bool = True) -> Tensor:
     """Validate (N, D) features (finite, >= min_rows, unit rows if asked); upcast half."""
-    check_matrix(name, z)
+    check_matrix(name, z, "(N, D)")
     if z.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} row(s), got shape {tuple(z.shape)}")
+        raise ValueError(f"{name}: expected at least {min_rows} row(s) of shape (N, D), got shape "
+                         f"{tuple(z.shape)}; pass more samples")
     check_finite(name, z)
     if unit:
         err = (z.detach().norm(dim=1) - 1).abs().max().item()
         if err > _UNIT_TOL:
             raise ValueError(
-                f"rows of {name} must have unit norm (max |norm - 1| = {err:.3g}); "
+                f"{name}: expected rows of unit norm, got max |norm - 1| = {err:.3g}; "
                 "L2-normalise the features first (torch.nn.functional.normalize)"
             )
     return z if z.dtype in (torch.float32, torch.float64) else z.float()
@@ -57,21 +66,21 @@ def _features(name: str, z: Tensor, min_rows: int = 1, unit: bool = True) -> Ten
 
 def _labels(name: str, y: Tensor, n: int, device: torch.device) -> Tensor:
     """Validate a (n,) integer label vector; return it as int64 on ``device``."""
-    if not isinstance(y, Tensor) or y.shape != (n,) or y.is_floating_point() or y.is_complex():
-        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(f"{name} must be an integer tensor of shape ({n},), got {got}")
-    return y.to(device=device, dtype=torch.long)
+    return check_index_vector(name, y, n).to(device=device, dtype=torch.long)
 
 
 def _positive_number(name: str, value: float) -> float:
+    check_constant(name, value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0 (Wang & Isola use 2), got {value!r}")
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}; Wang & Isola "
+                         f"use 2")
     return float(value)
 
 
 def _tiles(n: int, chunk_size: int) -> range:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}; pass e.g. "
+                         f"4096")
     return range(0, n, chunk_size)
 
 
@@ -82,12 +91,16 @@ def _add_tile(acc: Tensor | None, logits: Tensor) -> Tensor:
     return tile if acc is None else torch.logaddexp(acc, tile)
 
 
-def uniformity_loss(z: Tensor, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
+def uniformity_loss(z: Tensor, *, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
     """Wang & Isola's uniformity loss log E_{i<j} exp(-t ||z_i - z_j||^2) (paper Eq. 10).
 
     Signed as Wang & Isola sign it (<= 0, lower is more uniform) and differentiable. Exact over
     the N(N-1)/2 distinct pairs (self-pairs excluded, as with ``torch.pdist``), computed in
-    upper-triangle tiles with ||x - y||^2 = 2 - 2 x.y and a streaming log-sum-exp.
+    upper-triangle tiles with ||x - y||^2 = 2 - 2 x.y and a streaming log-sum-exp. The value
+    equals Wang & Isola's ``pdist`` form on unit rows; the gradient with respect to a unit-norm
+    *leaf* differs by a radial component (2 - 2 x.y drops the |x|^2 + |y|^2 terms), which
+    vanishes once z = normalize(f(x)) is differentiated through the normalisation. Coincident
+    rows give finite gradients (no square root).
 
     Args:
         z: (N, D) L2-normalised features, N >= 2.
@@ -114,7 +127,7 @@ def uniformity_loss(z: Tensor, t: float = 2.0, chunk_size: int = 4096) -> Tensor
     return acc - 2 * t - math.log(n * (n - 1) / 2)                # log mean exp(2t s - 2t)
 
 
-def uniformity(z: Tensor, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
+def uniformity(z: Tensor, *, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
     """Uniformity as the paper reports it, -log E_{i<j} exp(-t ||z_i - z_j||^2) (Eq. 10).
 
     The sign of Table 1 and Figs. 4, 6: larger is more uniform, about 3.9375 for 128-d features
@@ -133,12 +146,12 @@ def uniformity(z: Tensor, t: float = 2.0, chunk_size: int = 4096) -> Tensor:
         ValueError: if N < 2, values are NaN/inf, or rows are not unit norm (tolerance 1e-3).
     """
     with torch.no_grad():
-        return -uniformity_loss(z, t, chunk_size)
+        return -uniformity_loss(z, t=t, chunk_size=chunk_size)
 
 
 @torch.no_grad()
 def uniformity_bank(
-    queries: Tensor, bank: Tensor, t: float = 2.0, chunk_size: int = 4096
+    queries: Tensor, bank: Tensor, *, t: float = 2.0, chunk_size: int = 4096
 ) -> Tensor:
     """Uniformity in the authors' protocol: -log mean_{q,b} exp(2t s_qb - 2t) (Eq. 10, code form).
 
@@ -166,8 +179,11 @@ def uniformity_bank(
     return 2 * t + math.log(q.shape[0] * bk.shape[0]) - acc
 
 
-def alignment(z1: Tensor, z2: Tensor, alpha: float = 2.0) -> Tensor:
+def alignment(z1: Tensor, z2: Tensor, *, alpha: float = 2.0) -> Tensor:
     """Wang & Isola's alignment loss E_i ||z1_i - z2_i||^alpha over positive pairs.
+
+    At a coincident pair (z1_i = z2_i) the gradient is 0 for every alpha (the true gradient for
+    alpha > 1, the subgradient 0 otherwise), never the NaN of differentiating a root at 0.
 
     Args:
         z1: (N, D) L2-normalised features of view 1.
@@ -181,7 +197,12 @@ def alignment(z1: Tensor, z2: Tensor, alpha: float = 2.0) -> Tensor:
     z1, z2 = _features("z1", z1), _features("z2", z2)
     if z1.shape != z2.shape:
         raise ValueError(f"z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} must match row for row")
-    return (z1 - z2).pow(2).sum(dim=1).pow(alpha / 2).mean()      # mean_i (||.||^2)^(alpha/2)
+    sq = (z1 - z2).pow(2).sum(dim=1)                              # (N,) ||z1_i - z2_i||^2
+    if alpha == 2.0:
+        return sq.mean()
+    nonzero = sq > 0
+    safe = torch.where(nonzero, sq, torch.ones_like(sq))         # no pow'(0) in the graph
+    return torch.where(nonzero, safe.pow(alpha / 2), 0.0).mean()  # mean_i (||.||^2)^(alpha/2)
 
 
 def _dot_class_sum(z: Tensor, cls: Tensor, sums: Tensor, chunk_size: int) -> Tensor:
@@ -259,21 +280,26 @@ def tolerance_bank(
 
 
 @torch.no_grad()
-def local_separation(similarity: Tensor, positive: Tensor, k: int = 10) -> Tensor:
+def local_separation(similarity: Tensor, positive: Tensor, *, k: int = 10,
+                     unnormalized: bool = False) -> Tensor:
     """Positive similarity and the k hardest negative similarities of each anchor (Fig. 8).
+
+    The k values are the top-k multiset of the negatives, so ties (which column of equal values
+    is "chosen") cannot change them: consistent with Eq. 9's tie rule in ``losses``.
 
     Args:
         similarity: (N, M) similarities s_ij.
         positive: (N,) int64 column of each row's positive.
         k: number of nearest negatives, 1 <= k <= M - 1 (the paper shows 10).
+        unnormalized: accept similarities outside [-1, 1] (otherwise a ValueError).
 
     Returns:
         (N, k + 1): column 0 is s_ip, columns 1..k the top-k negatives in descending order.
     """
-    check_similarity(similarity, positive)
+    check_similarity(similarity, positive, unnormalized)
     m = similarity.shape[1]
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= m - 1:
-        raise ValueError(f"k must be an int in [1, M - 1] = [1, {m - 1}], got {k!r}")
+        raise ValueError(f"k: expected an int in [1, M - 1] = [1, {m - 1}], got {k!r}; lower k")
     s = similarity if similarity.dtype in (torch.float32, torch.float64) else similarity.float()
     pos = positive.to(s.device).long().view(-1, 1)                        # (N, 1)
     negs = s.scatter(1, pos, float("-inf")).topk(int(k), dim=1).values    # (N, k) descending
@@ -288,18 +314,61 @@ def _knn_options(protocol: str, n_train: int, **given) -> dict:
     check_choice("weighting", opts["weighting"], ("exp", "uniform", "inverse"))
     check_choice("metric", opts["metric"], ("cosine", "euclidean"))
     k = opts["k"]
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n_train:
-        raise ValueError(f"k must be an int in [1, len(train)] = [1, {n_train}], got {k!r}")
+    source = "you passed" if given.get("k") is not None else f"protocol {protocol!r} default"
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k: expected a positive int (neighbours), got {k!r} ({source})")
+    if k > n_train:
+        raise ValueError(f"k: expected at most len(train_z) = {n_train} neighbours, got k={k} "
+                         f"({source}); pass k=min(k, len(train_z)) for a small bank")
     if opts["weighting"] == "exp":
         check_temperature(opts["temperature"])
     return opts
 
 
+def _knn_votes(train_z, train_y, test_z, k, temperature, weighting, metric, protocol,
+               num_classes, chunk_size) -> tuple[Tensor, Tensor]:
+    """Validated (class votes (T, C), train labels) of the weighted kNN vote."""
+    tr = _features("train_z", train_z, unit=False)
+    te = _features("test_z", test_z, min_rows=0, unit=False).to(tr.dtype)
+    if tr.shape[1] != te.shape[1]:
+        raise ValueError(f"test_z: expected D = {tr.shape[1]} columns like train_z "
+                         f"{tuple(tr.shape)}, got {tuple(te.shape)}; embed both with one model")
+    ytr = _labels("train_y", train_y, tr.shape[0], tr.device)
+    if ytr.min() < 0:
+        raise ValueError("train_y: expected class indices >= 0, got a negative label; remap them")
+    opts = _knn_options(protocol, tr.shape[0], k=k, temperature=temperature,
+                        weighting=weighting, metric=metric)
+    c = int(ytr.max()) + 1 if num_classes is None else int(num_classes)
+    if c <= int(ytr.max()):
+        raise ValueError(f"num_classes: expected > max(train_y) = {int(ytr.max())}, got {c}; "
+                         f"leave it None")
+    cosine = opts["metric"] == "cosine"
+    tr = F.normalize(tr, dim=1) if cosine else tr
+    votes = [te.new_zeros(0, c)]
+    for a in _tiles(te.shape[0], chunk_size):
+        x = te[a:a + chunk_size]                                          # (c, D)
+        score = F.normalize(x, dim=1) @ tr.T if cosine else -torch.cdist(x, tr)  # (c, N)
+        top, idx = score.topk(int(opts["k"]), dim=1)                      # (c, k) nearest first
+        if opts["weighting"] == "exp":
+            w = torch.exp((top - top[:, :1]) / opts["temperature"])       # (c, k) e^(s/tau) / max
+        elif opts["weighting"] == "inverse":
+            w = 1.0 / ((1.0 - top if cosine else -top) + 1e-5)            # (c, k) 1/(d + eps)
+        else:
+            w = torch.ones_like(top)                                      # (c, k)
+        votes.append(top.new_zeros(x.shape[0], c).scatter_add_(1, ytr[idx], w))  # (c, C)
+    return torch.cat(votes), ytr
+
+
+def _ranked_classes(votes: Tensor, n: int) -> Tensor:
+    """The ``n`` classes with most votes per row ``(T, n)``; vote ties go to the smaller label."""
+    return votes.sort(dim=1, descending=True, stable=True).indices[:, :n]
+
+
 @torch.no_grad()
 def knn_predict(
-    train_z: Tensor, train_y: Tensor, test_z: Tensor,
+    train_z: Tensor, train_y: Tensor, test_z: Tensor, *,
     k: int | None = None, temperature: float | None = None,
-    weighting: str | None = None, metric: str | None = None, *,
+    weighting: str | None = None, metric: str | None = None,
     protocol: str = "instdisc", num_classes: int | None = None, chunk_size: int = 1024,
 ) -> Tensor:
     """Weighted k-nearest-neighbour class predictions (the InstDisc monitor and its variants).
@@ -316,7 +385,7 @@ def knn_predict(
         train_z: (N, D) training (bank) features.
         train_y: (N,) integer labels in [0, num_classes).
         test_z: (T, D) query features.
-        k: neighbours, 1 <= k <= N.
+        k: neighbours, 1 <= k <= N (a protocol default above N is an error naming its source).
         temperature: tau of the "exp" vote.
         weighting: "exp" | "uniform" | "inverse".
         metric: "cosine" | "euclidean".
@@ -327,57 +396,55 @@ def knn_predict(
     Returns:
         (T,) int64 predicted labels.
     """
-    tr = _features("train_z", train_z, unit=False)
-    te = _features("test_z", test_z, unit=False).to(tr.dtype)
-    if tr.shape[1] != te.shape[1]:
-        raise ValueError(f"train_z {tuple(tr.shape)} and test_z {tuple(te.shape)} differ in D")
-    ytr = _labels("train_y", train_y, tr.shape[0], tr.device)
-    if ytr.min() < 0:
-        raise ValueError("train_y must hold non-negative class indices")
-    opts = _knn_options(protocol, tr.shape[0], k=k, temperature=temperature,
-                        weighting=weighting, metric=metric)
-    c = int(ytr.max()) + 1 if num_classes is None else int(num_classes)
-    if c <= int(ytr.max()):
-        raise ValueError(f"num_classes={c} but train_y holds label {int(ytr.max())}")
-    cosine = opts["metric"] == "cosine"
-    tr = F.normalize(tr, dim=1) if cosine else tr
-    preds = []
-    for a in _tiles(te.shape[0], chunk_size):
-        x = te[a:a + chunk_size]                                          # (c, D)
-        score = F.normalize(x, dim=1) @ tr.T if cosine else -torch.cdist(x, tr)  # (c, N)
-        top, idx = score.topk(int(opts["k"]), dim=1)                      # (c, k) nearest first
-        if opts["weighting"] == "exp":
-            w = torch.exp((top - top[:, :1]) / opts["temperature"])       # (c, k) e^(s/tau) / max
-        elif opts["weighting"] == "inverse":
-            w = 1.0 / ((1.0 - top if cosine else -top) + 1e-5)            # (c, k) 1/(d + eps)
-        else:
-            w = torch.ones_like(top)                                      # (c, k)
-        votes = top.new_zeros(x.shape[0], c).scatter_add_(1, ytr[idx], w)  # (c, C)
-        preds.append(votes.argmax(dim=1))
-    return torch.cat(preds) if preds else ytr.new_zeros(0)
+    votes, _ = _knn_votes(train_z, train_y, test_z, k, temperature, weighting, metric, protocol,
+                          num_classes, chunk_size)
+    return _ranked_classes(votes, 1)[:, 0]
 
 
+@torch.no_grad()
 def knn_accuracy(
-    train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y: Tensor,
+    train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y: Tensor, *,
     k: int | None = None, temperature: float | None = None,
-    weighting: str | None = None, metric: str | None = None, *,
+    weighting: str | None = None, metric: str | None = None, top: int = 1,
     protocol: str = "instdisc", num_classes: int | None = None, chunk_size: int = 1024,
-) -> float:
-    """Top-1 accuracy of ``knn_predict`` (see it for the arguments) on ``(test_z, test_y)``.
+) -> Tensor:
+    """Top-``top`` accuracy of the ``knn_predict`` vote (see it for the arguments).
 
     ``protocol`` picks a peer setting from ``KNN_PROTOCOLS`` (default "instdisc": k=200,
-    exp(s/0.07) votes on cosine similarity); explicit keyword arguments override it.
+    exp(s/0.07) votes on cosine similarity); explicit keyword arguments override it. A test
+    point counts as correct at ``top`` = 5 if its label is among the 5 classes with most votes
+    (ties to the smaller label), as lightly and solo-learn report "top-5".
+
+    Args:
+        train_z: (N, D) training (bank) features.
+        train_y: (N,) integer labels.
+        test_z: (T, D) query features.
+        test_y: (T,) integer labels of ``test_z``.
+        k: neighbours; temperature, weighting, metric: the vote (see ``knn_predict``).
+        temperature: tau of the "exp" vote.
+        weighting: "exp" | "uniform" | "inverse".
+        metric: "cosine" | "euclidean".
+        top: 1 (top-1) or more (top-5: ``top=5``); at most the number of classes.
+        protocol: a key of ``KNN_PROTOCOLS``.
+        num_classes: C; max label + 1 when None.
+        chunk_size: test rows per score block.
 
     Returns:
-        Fraction of test points classified correctly, in [0, 1].
+        0-dim float64 tensor: the fraction of test points classified correctly, in [0, 1]
+        (a fraction like every accuracy in the package; ``float()`` it for JSON).
     """
-    check_matrix("test_z", test_z)
+    check_matrix("test_z", test_z, "(T, D)")
     if test_z.shape[0] == 0:
-        raise ValueError("test_z is empty; pass at least one test row")
+        raise ValueError("test_z: expected at least one test row, got shape "
+                         f"{tuple(test_z.shape)}; pass the test features")
     y = _labels("test_y", test_y, test_z.shape[0], test_z.device)
-    pred = knn_predict(train_z, train_y, test_z, k, temperature, weighting, metric,
-                       protocol=protocol, num_classes=num_classes, chunk_size=chunk_size)
-    return (pred == y.to(pred.device)).double().mean().item()
+    votes, _ = _knn_votes(train_z, train_y, test_z, k, temperature, weighting, metric, protocol,
+                          num_classes, chunk_size)
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+        raise ValueError(f"top: expected a positive int (1 for top-1, 5 for top-5), got {top!r}")
+    ranked = _ranked_classes(votes, min(int(top), votes.shape[1]))  # (T, top)
+    hit = (ranked == y.to(ranked.device)[:, None]).any(dim=1)
+    return hit.double().mean()
 
 # Label-free diagnostics (issue 11) live in diagnostics.py.
 from .diagnostics import (  # noqa: E402

@@ -1,6 +1,7 @@
 """Shared pytest options and fixtures.
 
 * ``--runslow`` runs tests marked ``slow`` (skipped by default).
+* ``CL_HYPOTHESIS_PROFILE`` picks the hypothesis profile: "ci" (default) or "long".
 * ``cifar_root`` is the real CIFAR-10 root from ``CL_DATA_ROOT``; tests using it skip when unset.
 """
 
@@ -11,8 +12,17 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+from hypothesis import HealthCheck, settings
 
 matplotlib.use("Agg")
+
+# Property grid (tests/test_property_grid.py): "ci" is fixed-seed and fast (< 2 min on 2 cores);
+# CL_HYPOTHESIS_PROFILE=long explores more examples with a random seed.
+settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("CL_HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

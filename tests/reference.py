@@ -171,8 +171,11 @@ def batch_hard_triplet(x, labels, margin: float, squared: bool = False) -> list[
     return out
 
 
-def semi_hard_triplet(x, labels, margin: float, squared: bool = False) -> list[float]:
-    """FaceNet semi-hard: per (a, p), closest n with d_ap < d_an < d_ap + margin, else hardest."""
+def semi_hard_triplet(x, labels, margin: float, squared: bool = False,
+                      fallback: str = "hardest") -> list[float]:
+    """FaceNet semi-hard per (a, p). "hardest": closest n with d_ap < d_an < d_ap + margin, else
+    the hardest n. "beyond" (TF Addons): closest n with d_an > d_ap, else the farthest n.
+    "drop": closest n with d_ap < d_an < d_ap + margin, else the pair is skipped."""
     x, y = _rows(x), _ints(labels)
     power = 2 if squared else 1
     out = []
@@ -185,7 +188,13 @@ def semi_hard_triplet(x, labels, margin: float, squared: bool = False) -> list[f
                 continue
             d_ap = dist(x[a], x[p]) ** power
             semi = [d for d in neg if d_ap < d < d_ap + margin]
-            d_an = min(semi) if semi else min(neg)
+            if fallback == "beyond":
+                beyond = [d for d in neg if d > d_ap]
+                d_an = min(beyond) if beyond else max(neg)
+            elif semi or fallback == "hardest":
+                d_an = min(semi) if semi else min(neg)
+            else:
+                continue
             out.append(max(0.0, d_ap - d_an + margin))
     return out
 

@@ -39,10 +39,10 @@ def test_reexported_from_losses():
 @pytest.mark.parametrize("margin", [0.0, 0.5, 3.0])
 def test_margin_contrastive_matches_reference(margin):
     x1, x2, same = _x(9, 5), _x(9, 5, seed=1), _labels(9, 2)
-    _close(metric_losses.margin_contrastive(x1, x2, same, margin, reduction="none"),
+    _close(metric_losses.margin_contrastive(x1, x2, same, margin=margin, reduction="none"),
            ref.margin_contrastive(x1, x2, same, margin))
     for same_as in (same.bool(), same.float()):
-        _close(metric_losses.margin_contrastive(x1, x2, same_as, margin),
+        _close(metric_losses.margin_contrastive(x1, x2, same_as, margin=margin),
                ref.mean(ref.margin_contrastive(x1, x2, same, margin)))
 
 
@@ -51,8 +51,10 @@ def test_margin_contrastive_matches_reference(margin):
 def test_triplet_matches_reference(squared, margin):
     a, p, n = _x(7, 4), _x(7, 4, seed=1), _x(7, 4, seed=2)
     expected = ref.triplet(a, p, n, margin, squared)
-    _close(metric_losses.triplet(a, p, n, margin, squared, reduction="none"), expected)
-    _close(metric_losses.triplet(a, p, n, margin, squared, reduction="sum"), sum(expected))
+    _close(metric_losses.triplet(a, p, n, margin=margin, squared=squared, reduction="none"),
+           expected)
+    _close(metric_losses.triplet(a, p, n, margin=margin, squared=squared, reduction="sum"),
+           sum(expected))
 
 
 @pytest.mark.parametrize("n, classes", [(6, 2), (12, 3), (16, 8)])
@@ -60,7 +62,7 @@ def test_triplet_matches_reference(squared, margin):
 def test_batch_hard_triplet_matches_brute_force(n, classes, squared):
     x, y = _x(n, 3, seed=n), _labels(n, classes, seed=n)
     for margin in [0.1, 1.0]:
-        _close(metric_losses.batch_hard_triplet(x, y, margin, squared=squared),
+        _close(metric_losses.batch_hard_triplet(x, y, margin=margin, squared=squared),
                ref.mean(ref.batch_hard_triplet(x, y, margin, squared)))
 
 
@@ -69,7 +71,8 @@ def test_batch_hard_triplet_matches_brute_force(n, classes, squared):
 def test_semi_hard_triplet_matches_brute_force(n, classes, squared):
     x, y = _x(n, 3, seed=n + 1), _labels(n, classes, seed=n + 1)
     for margin in [0.05, 0.5, 5.0]:  # few, some and all negatives semi-hard
-        _close(metric_losses.semi_hard_triplet(x, y, margin, squared=squared),
+        _close(metric_losses.semi_hard_triplet(x, y, margin=margin, squared=squared,
+                                               fallback="hardest"),
                ref.mean(ref.semi_hard_triplet(x, y, margin, squared)))
 
 
@@ -77,7 +80,7 @@ def test_mined_triplets_without_valid_anchor_are_zero():
     x = _x(4, 3).requires_grad_()
     for fn in (metric_losses.batch_hard_triplet, metric_losses.semi_hard_triplet):
         for labels in (torch.zeros(4, dtype=torch.long), torch.arange(4)):  # no neg / no pos
-            out = fn(x, labels, 0.2)
+            out = fn(x, labels, margin=0.2)
             out.backward()
             assert out.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
 
@@ -102,7 +105,7 @@ def test_supcon_excludes_anchors_without_positives():
 @pytest.mark.parametrize("tau_plus", [0.0, 0.05, 0.3, 0.9])
 def test_debiased_matches_reference(n, tau, tau_plus):
     z1, z2 = _x(n, 6, seed=n), _x(n, 6, seed=n + 7)
-    _close(metric_losses.debiased_info_nce(z1, z2, tau, tau_plus, reduction="none"),
+    _close(metric_losses.debiased_info_nce(z1, z2, tau, tau_plus=tau_plus, reduction="none"),
            ref.debiased(z1, z2, tau, tau_plus))
 
 
@@ -110,13 +113,14 @@ def test_debiased_matches_reference(n, tau, tau_plus):
 @pytest.mark.parametrize("tau_plus", [0.0, 0.1, 0.5])
 def test_hcl_matches_reference(beta, tau_plus):
     z1, z2 = _x(6, 6, seed=4), _x(6, 6, seed=5)
-    _close(metric_losses.hcl_info_nce(z1, z2, 0.5, beta, tau_plus, reduction="none"),
+    _close(metric_losses.hcl_info_nce(z1, z2, 0.5, beta=beta, tau_plus=tau_plus, reduction="none"),
            ref.hcl(z1, z2, 0.5, beta, tau_plus))
 
 
 def test_debiased_clamp_is_reached():
     z1 = _x(4, 6)
-    out = metric_losses.debiased_info_nce(z1, z1, 0.5, 0.9, reduction="none")  # pos = e^{1/tau}
+    out = metric_losses.debiased_info_nce(z1, z1, 0.5, tau_plus=0.9,
+                                          reduction="none")  # pos = e^{1/tau}
     floor = math.log1p(6 * math.exp(-2.0) / math.exp(2.0))  # Ng = Nn e^{-1/tau}
     assert torch.isclose(out, torch.tensor(floor, dtype=torch.float64)).any()
     _close(out, ref.debiased(z1, z1, 0.5, 0.9))
@@ -126,11 +130,11 @@ def test_reductions_to_nt_xent():
     z1, z2 = _x(8, 6, seed=1), _x(8, 6, seed=2)
     for tau in [0.05, 0.5, 5.0]:
         nt = losses.nt_xent(z1, z2, tau)
-        _close(metric_losses.debiased_info_nce(z1, z2, tau, 0.0), nt)
-        _close(metric_losses.hcl_info_nce(z1, z2, tau, 0.0, 0.0), nt)
+        _close(metric_losses.debiased_info_nce(z1, z2, tau, tau_plus=0.0), nt)
+        _close(metric_losses.hcl_info_nce(z1, z2, tau, beta=0.0, tau_plus=0.0), nt)
         for tau_plus in [0.0, 0.1]:
-            _close(metric_losses.hcl_info_nce(z1, z2, tau, 0.0, tau_plus),
-                   metric_losses.debiased_info_nce(z1, z2, tau, tau_plus))
+            _close(metric_losses.hcl_info_nce(z1, z2, tau, beta=0.0, tau_plus=tau_plus),
+                   metric_losses.debiased_info_nce(z1, z2, tau, tau_plus=tau_plus))
 
 
 # ---- autograd -------------------------------------------------------------------------------
@@ -140,16 +144,18 @@ def test_gradcheck_pair_losses():
     x1, x2, x3 = (_x(6, 3, seed=s).requires_grad_() for s in range(3))
     same = _labels(6, 2)
     assert torch.autograd.gradcheck(
-        lambda a, b: metric_losses.margin_contrastive(a, b, same, 2.0, "none"), (x1, x2))
+        lambda a, b: metric_losses.margin_contrastive(a, b, same, margin=2.0,
+                                                      reduction="none"), (x1, x2))
     for squared in (False, True):
         assert torch.autograd.gradcheck(
-            lambda a, p, n: metric_losses.triplet(a, p, n, 1.0, squared, "none"), (x1, x2, x3))
+            lambda a, p, n: metric_losses.triplet(a, p, n, margin=1.0, squared=squared,
+                                                  reduction="none"), (x1, x2, x3))
 
 
 def test_gradcheck_batch_losses():
     x, y = _x(10, 3, seed=2).requires_grad_(), _labels(10, 3, seed=2)
     for fn in (metric_losses.batch_hard_triplet, metric_losses.semi_hard_triplet):
-        assert torch.autograd.gradcheck(lambda e: fn(e, y, 0.5), (x,))
+        assert torch.autograd.gradcheck(lambda e: fn(e, y, margin=0.5), (x,))
     assert torch.autograd.gradcheck(lambda e: metric_losses.supcon(e, y, 0.3), (x,))
     views = _x(5, 2, 3, seed=3).requires_grad_()
     assert torch.autograd.gradcheck(lambda e: metric_losses.supcon(e, y[:5], 0.3), (views,))
@@ -159,15 +165,16 @@ def test_gradcheck_batch_losses():
 def test_gradcheck_debiased_and_hcl(beta, tau_plus):
     z1, z2 = _x(4, 3, seed=6).requires_grad_(), _x(4, 3, seed=7).requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda a, b: metric_losses.hcl_info_nce(a, b, 0.5, beta, tau_plus, "none"), (z1, z2))
+        lambda a, b: metric_losses.hcl_info_nce(a, b, 0.5, beta=beta, tau_plus=tau_plus,
+                                                reduction="none"), (z1, z2))
 
 
 def test_gradients_finite_at_degenerate_points():
     x = _x(4, 3).requires_grad_()
-    metric_losses.margin_contrastive(x, x, torch.tensor([1, 0, 1, 0]), 1.0).backward()
+    metric_losses.margin_contrastive(x, x, torch.tensor([1, 0, 1, 0]), margin=1.0).backward()
     assert torch.isfinite(x.grad).all()  # d = 0 for both kinds of pair
     z = _x(4, 3).requires_grad_()
-    metric_losses.debiased_info_nce(z, z, 0.5, 0.9).backward()  # clamp active everywhere
+    metric_losses.debiased_info_nce(z, z, 0.5, tau_plus=0.9).backward()  # clamp active everywhere
     assert torch.isfinite(z.grad).all()
 
 
@@ -180,8 +187,10 @@ def test_float32_and_bf16_autocast(tau):
     y = torch.arange(6) % 3
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outs = [
-            (metric_losses.hcl_info_nce(z1, z2, tau, 1.0, 0.1), ref.hcl(z1, z2, tau, 1.0, 0.1)),
-            (metric_losses.debiased_info_nce(z1, z2, tau, 0.1), ref.debiased(z1, z2, tau, 0.1)),
+            (metric_losses.hcl_info_nce(z1, z2, tau, beta=1.0, tau_plus=0.1),
+             ref.hcl(z1, z2, tau, 1.0, 0.1)),
+            (metric_losses.debiased_info_nce(z1, z2, tau, tau_plus=0.1),
+             ref.debiased(z1, z2, tau, 0.1)),
             (metric_losses.supcon(z1.half(), y, tau), ref.supcon(z1.half(), y, tau)),
         ]
     for out, expected in outs:
@@ -202,20 +211,19 @@ def test_float32_and_bf16_autocast(tau):
     (lambda x, y: metric_losses.triplet(x, x, x[:, :2]), "same shape"),
     (lambda x, y: metric_losses.triplet(x, x * math.inf, x), "NaN/inf"),
     (lambda x, y: metric_losses.triplet(x, x, x, margin=math.nan), "margin"),
-    (lambda x, y: metric_losses.batch_hard_triplet(x, y.float(), 0.2), "integer"),
-    (lambda x, y: metric_losses.batch_hard_triplet(x[0], y, 0.2), "2-D"),
-    (lambda x, y: metric_losses.semi_hard_triplet(x, y[:3], 0.2), "shape"),
-    (lambda x, y: metric_losses.semi_hard_triplet(x * math.nan, y, 0.2), "NaN/inf"),
+    (lambda x, y: metric_losses.batch_hard_triplet(x, y.float()), "integer dtype"),
+    (lambda x, y: metric_losses.batch_hard_triplet(x[0], y), "2-D"),
+    (lambda x, y: metric_losses.semi_hard_triplet(x, y[:3]), "shape"),
+    (lambda x, y: metric_losses.semi_hard_triplet(x * math.nan, y), "NaN/inf"),
     (lambda x, y: metric_losses.supcon(x[0], y, 0.1), "tensor"),
     (lambda x, y: metric_losses.supcon(x, y, 0.0), "temperature"),
     (lambda x, y: metric_losses.supcon(x, y[1:], 0.1), "shape"),
-    (lambda x, y: metric_losses.debiased_info_nce(x, x, 0.5, 1.0), "tau_plus"),
-    (lambda x, y: metric_losses.debiased_info_nce(x, x, 0.5, -0.1), "tau_plus"),
-    (lambda x, y: metric_losses.debiased_info_nce(x, x, -0.5, 0.1), "temperature"),
-    (lambda x, y: metric_losses.debiased_info_nce(x[:1], x[:1], 0.5, 0.1), "N >= 2"),
-    (lambda x, y: metric_losses.hcl_info_nce(x, x, 0.5, -1.0, 0.1), "beta"),
-    (lambda x, y: metric_losses.hcl_info_nce(x, x, 0.5, math.inf, 0.1), "beta"),
-    (lambda x, y: metric_losses.hcl_info_nce(x, x[:2], 0.5, 1.0, 0.1), "same shape"),
+    (lambda x, y: metric_losses.debiased_info_nce(x, x, 0.5, tau_plus=1.0), "tau_plus"),
+    (lambda x, y: metric_losses.debiased_info_nce(x, x, 0.5, tau_plus=-0.1), "tau_plus"),
+    (lambda x, y: metric_losses.debiased_info_nce(x, x, -0.5, tau_plus=0.1), "temperature"),
+    (lambda x, y: metric_losses.hcl_info_nce(x, x, 0.5, beta=-1.0, tau_plus=0.1), "beta"),
+    (lambda x, y: metric_losses.hcl_info_nce(x, x, 0.5, beta=math.inf, tau_plus=0.1), "beta"),
+    (lambda x, y: metric_losses.hcl_info_nce(x, x[:2], 0.5, beta=1.0, tau_plus=0.1), "same shape"),
 ])
 def test_bad_input_raises(call, match):
     x, y = _x(4, 3), torch.tensor([0, 1, 1, 0])

@@ -13,7 +13,11 @@ import torch.nn.functional as F
 from cl_analysis.training import checkpoint, schedules
 from cl_analysis.training.checkpoint import check_compatible, load_checkpoint, save_atomic
 from cl_analysis.training.data import ImageDataset
-from cl_analysis.training.pretrain import LOSS_NAMES, TrainConfig, Trainer, compute_loss, pretrain
+from cl_analysis import registry
+from cl_analysis.registry import LOSS_NAMES
+from cl_analysis.training.config import RESUME_FREE_FIELDS, TrainConfig
+from cl_analysis.training.pretrain import pretrain
+from cl_analysis.training.trainer import Trainer, compute_loss
 
 METRIC_KEYS = {"epoch", "loss", "lr", "time_s", "knn_accuracy", "uniformity", "tolerance",
                "penalty_entropy", "positive_similarity"}
@@ -29,7 +33,7 @@ def make_data(n=64, size=16, classes=4, seed=0):
 
 def tiny(**overrides):
     cfg = dict(model="convnet", convnet_widths=(8, 16, 16, 16), embedding_dim=32, image_size=16,
-               batch_size=16, epochs=3, hard_k=8, device="cpu", num_threads=1)
+               batch_size=16, epochs=3, lr_milestones=(), hard_k=8, device="cpu", num_threads=1)
     return TrainConfig(**{**cfg, **overrides})
 
 
@@ -65,8 +69,11 @@ def test_config_defaults_are_the_paper():
     c = TrainConfig()
     assert (c.model, c.head, c.regime, c.loss, c.temperature) == (
         "resnet18", "linear", "memory_bank", "info_nce", 0.07)
-    assert (c.epochs, c.batch_size, c.lr, c.lr_milestones, c.bank_momentum, c.hard_k) == (
-        200, 128, 0.03, (160, 190), 0.5, 4095)
+    assert (c.epochs, c.batch_size, c.lr, c.lr_milestones, c.bank_momentum) == (
+        200, 128, 0.03, (160, 190), 0.5)
+    # K of Eq. 9 comes from the paper's fraction: 4095 of the 50,000-entry bank
+    assert (c.hard_k, c.hard_fraction) == (None, None)
+    assert c.hard_k_for(50000) == registry.hard_k(50000) == 4095
 
 
 def test_config_round_trip(full_run):
@@ -74,7 +81,7 @@ def test_config_round_trip(full_run):
     saved = json.loads((out / "config.json").read_text())
     assert TrainConfig.from_dict(saved) == tiny()
     assert TrainConfig.from_dict(json.loads(json.dumps(tiny().to_dict()))) == tiny()
-    with pytest.raises(ValueError, match="unknown TrainConfig key"):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['bogus'\]"):
         TrainConfig.from_dict({"lr": 0.1, "bogus": 1})
 
 
@@ -212,7 +219,8 @@ CHILD = textwrap.dedent("""
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
     from cl_analysis.training.data import ImageDataset
-    from cl_analysis.training.pretrain import TrainConfig, pretrain
+    from cl_analysis.training.config import TrainConfig
+    from cl_analysis.training.pretrain import pretrain
 
     saved = torch.load(sys.argv[1])
     ds = ImageDataset(saved["images"], saved["labels"], saved["classes"], "synthetic", "train", "")
@@ -284,8 +292,11 @@ def test_save_atomic_failure_keeps_old_checkpoint(tmp_path, monkeypatch):
 
 def test_check_compatible():
     old = tiny().to_dict()
-    check_compatible(old, tiny(epochs=50, device="auto").to_dict())  # allowed to differ
-    check_compatible(old, {**old, "lr_milestones": (160, 190)})  # tuple == list
+    # allowed to differ on resume
+    check_compatible(old, tiny(epochs=50, device="auto").to_dict(), ignore=RESUME_FREE_FIELDS)
+    check_compatible(old, {**old, "convnet_widths": (8, 16, 16, 16)})  # tuple == list
+    with pytest.raises(ValueError, match=r"\{epochs: 3 → 50\}"):
+        check_compatible(old, tiny(epochs=50).to_dict())  # nothing ignored unless asked
     with pytest.raises(ValueError, match=r"\{loss: 'info_nce' → 'simple', "
                                          r"temperature: 0\.07 → 0\.2\}"):
         check_compatible(old, tiny(loss="simple", temperature=0.2).to_dict(), run_dir="runs/x")

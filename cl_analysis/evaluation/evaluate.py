@@ -37,7 +37,7 @@ __all__ = ["extract_features", "evaluate_model", "evaluate_run", "linear_probe",
 
 EVAL_KEYS = (
     "linear_top1", "linear_best_top1", "linear_train_top1", "linear_epochs", "linear_test_curve",
-    "knn_top1", "knn_top1_backbone", "knn_protocol", "knn_k", "knn_by_protocol",
+    "knn_top1", "knn_top5", "knn_top1_backbone", "knn_protocol", "knn_k", "knn_by_protocol",
     "uniformity", "tolerance", "alignment", "positive_similarity", "penalty_entropy",
     "effective_negatives", "local_separation_mean", "local_separation_k",
     "n_train", "n_test", "temperature", "image_size", "feature_dim", "embedding_dim", "seed")
@@ -92,7 +92,7 @@ def _bank_protocol(model, train_set, bank, n_queries, augment, temperature, k, s
         "uniformity_bank": metrics.uniformity_bank(q, bank, t=2.0).item(),
         "tolerance_bank": metrics.tolerance_bank(q, y[idx], bank, y).item(),
         "positive_similarity_bank": sep[:, 0].mean().item(),
-        "knn_top1_bank": metrics.knn_accuracy(bank, y, test_z, test_y, **knn),
+        "knn_top1_bank": float(metrics.knn_accuracy(bank, y, test_z, test_y, **knn)),
         "penalty_entropy_bank": ent, "effective_negatives_bank": eff,
         "local_separation_bank_mean": sep.mean(dim=0).tolist(), "bank_protocol_samples": n,
     }
@@ -113,14 +113,17 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
       augmentation (final-epoch test top-1, best epoch's, final train top-1, epochs, per-epoch
       test top-1); all ``None`` when ``linear`` is false.
     * ``knn_top1`` (weighted kNN on z; default InstDisc k=200, exp(s/0.07) votes, k capped at
-      N_train), ``knn_top1_backbone`` (same on L2-normalised h), ``knn_protocol``, ``knn_k``,
+      N_train), ``knn_top5`` (the same vote, label among the 5 top-voted classes),
+      ``knn_top1_backbone`` (same on L2-normalised h), ``knn_protocol``, ``knn_k``,
       ``knn_by_protocol`` ({protocol: accuracy on z} for every ``metrics.KNN_PROTOCOLS`` entry).
     * ``uniformity`` (t=2, in [0, 4t], larger = more uniform), ``tolerance`` (class-conditional
       mean cosine, in [-1, 1]).
     * ``alignment`` (alpha=2, in [0, 4]), ``positive_similarity`` (mean cosine): two views of
       each test image. ``penalty_entropy`` (nats), ``effective_negatives`` (exp of it): means over
       test anchors of the relative-penalty distribution r_i (Eq. 5) at ``temperature``; anchor =
-      view 1 of image i, candidates = view 2 of every test image (positive: image i).
+      view 1 of image i, candidates = view 2 of every test image (positive: image i), so
+      ``effective_negatives`` is bounded by n_test - 1 (9,999 on CIFAR-10), not by a bank size.
+      All accuracies here are fractions in [0, 1].
       ``local_separation_mean``: k+1 means (positive, n1..nk) over the same anchors;
       ``local_separation_k``.
     * only with ``bank`` (the authors' protocol: ``bank_protocol_samples`` augmented train images
@@ -177,14 +180,15 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
     if knn.get("k") is None:  # the protocol's k, capped at the training-set size
         knn["k"] = min(metrics.KNN_PROTOCOLS[knn["protocol"]].get("k", 200), n_train)
     on = partial(Tensor.to, device=device)
-    out["knn_top1"] = metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, **knn)
-    out["knn_top1_backbone"] = metrics.knn_accuracy(
-        F.normalize(on(h_tr), dim=1), y_tr, F.normalize(on(h_te), dim=1), y_te, **knn)
+    out["knn_top1"] = float(metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, **knn))
+    out["knn_top5"] = float(metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, top=5, **knn))
+    out["knn_top1_backbone"] = float(metrics.knn_accuracy(
+        F.normalize(on(h_tr), dim=1), y_tr, F.normalize(on(h_te), dim=1), y_te, **knn))
     out["knn_protocol"], out["knn_k"] = knn["protocol"], int(knn["k"])
     # every peer's protocol on the same features (peers.md §3.7), k capped at N_train
     out["knn_by_protocol"] = {
-        name: metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, protocol=name,
-                                   k=min(settings.get("k", 200), n_train))
+        name: float(metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, protocol=name,
+                                         k=min(settings.get("k", 200), n_train)))
         for name, settings in metrics.KNN_PROTOCOLS.items()}
 
     out["uniformity"] = metrics.uniformity(on(z_te), t=2.0).item()

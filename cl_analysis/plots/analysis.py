@@ -257,7 +257,7 @@ def plot_gradient_ratio(similarity, positive, temperatures: Sequence[float],
         similarity: ``(N, M)`` similarities (Fig. 3: one row with negatives uniform in [-1, 1],
             from :func:`cl_analysis.toy.sample_similarities`).
         positive: ``(N,)`` positive columns.
-        temperatures: τ values, one curve each.
+        temperatures: τ values, one colour each; every row of ``similarity`` is its own line.
         log: logarithmic y axis (r spans many decades at small τ).
         ax: axes to draw on; ``None`` -> a new figure.
 
@@ -269,8 +269,9 @@ def plot_gradient_ratio(similarity, positive, temperatures: Sequence[float],
     else:
         fig = ax.figure
     for i, tau in enumerate(temperatures):
-        s, r = _ratio_curve(similarity, positive, tau)
-        ax.plot(s, r, lw=1.4, color=f"C{i % 10}", label=f"τ = {tau:g}")
+        for row in range(similarity.shape[0]):  # one line per anchor, never one zig-zag
+            s, r = _ratio_curve(similarity[row:row + 1], positive[row:row + 1], tau)
+            ax.plot(s, r, lw=1.4, color=f"C{i % 10}", label=f"τ = {tau:g}" if row == 0 else None)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("negative similarity $s_{i,j}$")

@@ -52,14 +52,37 @@ class MemoryBank(nn.Module):
 
     def _check(self, name: str, indices: Tensor | None, z: Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.dim:
-            raise ValueError(f"{name}: z must have shape (B, {self.dim}), got {tuple(z.shape)}")
+            raise ValueError(f"{name}: z: expected shape (B, {self.dim}), got {tuple(z.shape)}; "
+                             f"pass the batch embeddings (B, D)")
         if indices is not None:
-            if indices.shape != (z.shape[0],) or indices.dtype not in (torch.int64, torch.int32):
-                raise ValueError(f"{name}: indices must be an integer tensor of shape "
-                                 f"({z.shape[0]},), got {indices.dtype} {tuple(indices.shape)}")
+            if indices.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"{name}: indices: expected an integer dtype, got "
+                                 f"{indices.dtype}; pass indices.long()")
+            if indices.shape != (z.shape[0],):
+                raise ValueError(f"{name}: indices: expected shape ({z.shape[0]},) (one per row "
+                                 f"of z), got {tuple(indices.shape)}")
             if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.size):
-                raise ValueError(f"{name}: indices must lie in [0, {self.size - 1}] "
-                                 f"(dataset indices of the batch)")
+                raise ValueError(f"{name}: indices: expected values in [0, {self.size - 1}] "
+                                 f"(dataset indices of the batch), got min {int(indices.min())} "
+                                 f"max {int(indices.max())}")
+
+    @staticmethod
+    def _rounds(indices: Tensor) -> list[Tensor]:
+        """Positions of ``indices`` split into rounds of distinct indices, in order of occurrence.
+
+        Round r holds the r-th occurrence of every repeated index, so applying the rounds one
+        after another is the sequential, in-order application of the writes.
+        """
+        order = torch.argsort(indices, stable=True)  # (B,) equal indices keep batch order
+        sorted_idx = indices[order]
+        first = torch.ones_like(sorted_idx, dtype=torch.bool)
+        first[1:] = sorted_idx[1:] != sorted_idx[:-1]
+        start = torch.cummax(torch.where(first, torch.arange(len(order), device=order.device),
+                                         0), 0).values
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=order.device) - start  # occurrence number
+        return [torch.nonzero(rank == r).squeeze(1) for r in range(int(rank.max(0).values) + 1)] \
+            if len(order) else []
 
     def similarity(self, z: Tensor) -> Tensor:
         """Similarities of a batch to every bank entry, s_ij = z_i^T v_j (Wang & Liu §3).
@@ -81,22 +104,32 @@ class MemoryBank(nn.Module):
     def update(self, indices: Tensor, z: Tensor) -> None:
         """EMA update of the batch's entries: v_i <- normalize(m v_i + (1 - m) z_i).
 
+        Repeated indices are applied sequentially in batch order (rule of docs/conventions.md):
+        ``update([3, 3], [z_a, z_b])`` gives v_3 <- normalize(m normalize(m v_3 + (1-m) z_a) +
+        (1-m) z_b) on every device, never one write chosen by the scatter.
+
         Args:
-            indices: (B,) dataset indices of the batch (distinct within a batch).
+            indices: (B,) dataset indices of the batch; repeats allowed (applied in order).
             z: (B, D) embeddings of the batch; detached here.
         """
         self._check("update", indices, z)
-        indices = indices.to(self.bank.device)
-        v = self.bank[indices] * self.momentum + z.detach().to(self.bank) * (1 - self.momentum)
-        self.bank[indices] = F.normalize(v, dim=1)  # (B, D)
+        indices, z = indices.to(self.bank.device), z.detach().to(self.bank)
+        for rows in self._rounds(indices):
+            idx = indices[rows]
+            v = self.bank[idx] * self.momentum + z[rows] * (1 - self.momentum)
+            self.bank[idx] = F.normalize(v, dim=1)  # (b, D)
 
     @torch.no_grad()
     def fill(self, indices: Tensor, z: Tensor) -> None:
         """Set entries directly, v_i <- z_i (used to initialise the bank from the network).
 
+        Repeated indices are applied in batch order, so the last write of an index wins.
+
         Args:
-            indices: (B,) dataset indices.
+            indices: (B,) dataset indices; repeats allowed (the last one wins).
             z: (B, D) values to store (stored as given; pass L2-normalised embeddings).
         """
         self._check("fill", indices, z)
-        self.bank[indices.to(self.bank.device)] = z.detach().to(self.bank)
+        indices, z = indices.to(self.bank.device), z.detach().to(self.bank)
+        for rows in self._rounds(indices):
+            self.bank[indices[rows]] = z[rows]

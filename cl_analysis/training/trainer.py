@@ -178,7 +178,9 @@ class Trainer:
         """
         out: dict[str, Any] = {"knn_accuracy": None, "uniformity": None, "tolerance": None}
         if self.bank is not None:
-            train_z, train_y = self.bank.bank, self.labels  # (N, D), (N,)
+            # rows not yet updated (a partial epoch) keep the authors' unnormalised init
+            train_z = torch.nn.functional.normalize(self.bank.bank, dim=1)  # (N, D) unit rows
+            train_y = self.labels  # (N,)
             if self._queries is not None:
                 q, qy = self._queries
                 out["uniformity"] = float(metrics.uniformity_bank(q, train_z))
@@ -194,7 +196,7 @@ class Trainer:
             out["tolerance"] = float(metrics.tolerance(train_z, train_y))
         if test_set is not None and len(test_set):
             test_z = self.embed(test_set.images)  # (T, D)
-            out["knn_accuracy"] = metrics.knn_accuracy(
+            out["knn_accuracy"] = float(metrics.knn_accuracy(
                 train_z, train_y, test_z, test_set.labels.to(self.device),
-                k=min(200, len(train_z)), temperature=0.07)  # the InstDisc monitor
+                k=min(200, len(train_z)), temperature=0.07))  # the InstDisc monitor
         return out
