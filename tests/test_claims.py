@@ -4,6 +4,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from results_table import results_table as _results
+from results_table import run_row as _run
 
 from cl_analysis.study.claims import (
     Claim,
@@ -15,22 +17,8 @@ from cl_analysis.study.claims import (
     ledger_json,
     ledger_markdown,
 )
-from cl_analysis.study.sweep import RESULT_COLUMNS
 
 FLOOR = NoiseFloor({"tolerance_bank": 0.005, "linear_top1": 0.006, "uniformity_bank": 0.01})
-
-
-def _results(rows):
-    frame = pd.DataFrame(rows)
-    for col in RESULT_COLUMNS:
-        if col not in frame:
-            frame[col] = np.nan
-    return frame[list(RESULT_COLUMNS)]
-
-
-def _run(loss, t, seed, **metrics):
-    return {"run": f"{loss}-t{t}-s{seed}", "dataset": "cifar10", "regime": "memory_bank",
-            "loss": loss, "temperature": t, "seed": seed, "profile": "quick", **metrics}
 
 
 # issue 8's three-seed probe: hard − ordinary tolerance +0.006/+0.004/+0.003 at τ = 0.07 and

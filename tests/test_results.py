@@ -3,23 +3,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from results_table import results_table as _table
+from results_table import run_row as _row
 
 from cl_analysis.study.results import aggregate
-from cl_analysis.study.sweep import RESULT_COLUMNS
-
-
-def _table(rows):
-    frame = pd.DataFrame(rows)
-    for col in RESULT_COLUMNS:
-        if col not in frame:
-            frame[col] = np.nan
-    return frame[list(RESULT_COLUMNS)]
-
-
-def _row(loss, temperature, seed, **metrics):
-    return {"run": f"{loss}-{temperature}-s{seed}", "dataset": "cifar10",
-            "regime": "memory_bank", "loss": loss, "temperature": temperature, "seed": seed,
-            "profile": "quick", **metrics}
 
 
 def test_mean_std_and_count_per_configuration():
