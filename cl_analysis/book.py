@@ -229,6 +229,17 @@ def _external_assets(html_dir: Path) -> list[str]:
     return bad
 
 
+def _prune_mathjax(folder: Path) -> None:
+    """Drop the bundled MathJax's other combined builds (~14 MB); pages load tex-chtml.js only."""
+    if not (folder / "tex-chtml.js").is_file():
+        raise RuntimeError(f"{folder}/tex-chtml.js is missing: sphinx-mathjax-offline did not "
+                           f"copy MathJax; reinstall it (pip install -e .[dev])")
+    for bundle in folder.glob("*.js"):
+        if re.fullmatch(r"(tex|mml)-.*\.js|node-main\.js", bundle.name) and (
+                bundle.name != "tex-chtml.js"):
+            bundle.unlink()
+
+
 def _warning_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if "WARNING" in ln or "ERROR" in ln]
 
@@ -325,6 +336,7 @@ def build_book(executed_notebooks: Sequence[str | os.PathLike], out_dir: str | o
     if proc.returncode != 0 or not index.is_file():
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RuntimeError(f"sphinx failed (exit {proc.returncode}) building {src}:\n{tail}")
+    _prune_mathjax(html_dir / "_static" / "mathjax")
     external = _external_assets(html_dir)
     if external:
         raise RuntimeError("the book would load assets from the network, which breaks it "
