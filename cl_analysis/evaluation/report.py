@@ -170,7 +170,7 @@ def analyze_features(
         "uniformity": float(metrics.uniformity(u)),
         "wasserstein_uniformity": diagnostics.wasserstein_uniformity(u),
         "tolerance": float(metrics.tolerance(u, y)),
-        "knn_top1": metrics.knn_accuracy(u[tr], y[tr], u[te], y[te], k=min(200, len(tr))),
+        "knn_top1": float(metrics.knn_accuracy(u[tr], y[tr], u[te], y[te], k=min(200, len(tr)))),
         "knn_split": {"train": len(tr), "test": n_test, "seed": 0},
         "rankme": diagnostics.rankme(u),
         "alpha_req": alpha,
