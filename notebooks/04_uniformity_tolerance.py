@@ -49,8 +49,10 @@ else:
     sweep = load_sweep(RUNS_DIR or "../runs/quick")
 PROFILE, DATASET, RUNS_DIR = sweep.spec.profile, sweep.config.dataset, sweep.runs_dir
 FAST = FAST or PROFILE == "smoke"  # plumbing only: the paper's claims are not judged
-names, results = sweep.names, sweep.results
+names, results = sweep.names, sweep.results_by_protocol()
 print(sweep.describe())
+if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank protocol
+    print("no memory bank in this regime: every 'bank' protocol below shows the test protocol")
 
 # %% [markdown]
 # The runs: one row per loss × τ (the τ-free simple / hard-simple losses once). Structural

@@ -47,8 +47,10 @@ else:
     sweep = load_sweep(RUNS_DIR or "../runs/quick")
 PROFILE, DATASET, RUNS_DIR = sweep.spec.profile, sweep.config.dataset, sweep.runs_dir
 FAST = FAST or PROFILE == "smoke"  # plumbing only: the paper's claims are not judged
-names, results = sweep.names, sweep.results
+names, results = sweep.names, sweep.results_by_protocol()
 print(sweep.describe())
+if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank protocol
+    print("no memory bank in this regime: every 'bank' protocol below shows the test protocol")
 SEED = sweep.spec.grid.seeds[0]
 torch.manual_seed(SEED)
 
@@ -67,7 +69,7 @@ for t, e in emb.items():
     z = e["z"].float()
     assert z.shape == (len(e["labels"]), 128) and torch.allclose(z.norm(dim=1), torch.ones(1),
                                                                    atol=5e-3), t
-    for key in ("local_separation", "local_separation_bank"):
+    for key in ("local_separation", "local_separation_bank")[:1 + sweep.has_bank]:
         sep = e[key]
         assert sep.shape[1] == 11 and torch.isfinite(sep).all(), (t, key)
         assert (sep[:, 1:-1] >= sep[:, 2:]).all() and (sep.abs() <= 1 + 1e-3).all(), (t, key)
@@ -123,7 +125,8 @@ if not FAST:
 # pos) at every τ, so the gap is near zero at τ = 0.07 and negative above it.
 
 # %%
-fig = pe.plot_local_separation({t: e["local_separation_bank"][:200] for t, e in emb.items()},
+BANK_KEY = "local_separation_bank" if sweep.has_bank else "local_separation"
+fig = pe.plot_local_separation({t: e[BANK_KEY][:200] for t, e in emb.items()},
                                title="Fig. 8, bank protocol: augmented train queries vs the bank")
 
 # %%
@@ -133,7 +136,7 @@ fig = pe.plot_local_separation(
 
 # %%
 rows = []
-for protocol, key in (("bank", "local_separation_bank"), ("test", "local_separation")):
+for protocol, key in (("bank", BANK_KEY), ("test", "local_separation")):
     for t in TAUS:
         s = emb[t][key].double()  # (anchors, 11)
         rows.append({"protocol": protocol, "τ": t, "anchors": len(s), "pos": s[:, 0].mean().item(),
@@ -218,7 +221,7 @@ fig = pe.plot_training_curves(
 print(f"claim holds: {circle_uniformity[t_lo] > circle_uniformity[t_hi]}", circle_uniformity)
 for tau, z in density.items():
     assert z.shape == (len(density_labels), 2) and torch.isfinite(z).all(), tau
-    assert torch.allclose(z.norm(dim=1), torch.ones(1), atol=1e-4), tau
+    assert torch.allclose(z.norm(dim=1), torch.ones(1), atol=5e-3), tau  # stored in float16
     assert -1e-6 <= circle_uniformity[tau] <= uniform_circle + 0.05, tau  # none beats uniform
 # if not FAST:
 #     assert circle_uniformity[t_lo] > circle_uniformity[t_hi], circle_uniformity

@@ -86,11 +86,11 @@ def test_config_round_trip(full_run):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(loss="triplet"), "valid options: info_nce, simple, hard, hard_simple, tau_zero_limit"),
-    (dict(regime="moco"), "valid options: memory_bank, simclr"),
-    (dict(model="vgg"), "valid options: resnet18, convnet"),
-    (dict(augment="autoaug"), "valid options: paper, simclr"),
-    (dict(schedule="poly"), "valid options: step, cosine"),
+    (dict(loss="triplet"), "loss.*info_nce, hard, simple, hard_simple, tau_zero_limit.*triplet"),
+    (dict(regime="moco"), "regime.*memory_bank, simclr.*moco"),
+    (dict(model="vgg"), "model.*resnet18, convnet.*vgg"),
+    (dict(augment="autoaug"), "augment.*paper, simclr.*autoaug"),
+    (dict(schedule="poly"), "schedule.*step, cosine.*poly"),
     (dict(temperature=0.0), "temperature"),
     (dict(loss="nt_xent"), "needs regime='simclr'"),
     (dict(hard_fraction=1.5), "hard_fraction"),
@@ -321,5 +321,5 @@ def test_warmup_and_cosine():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decay
     assert schedules.lr_at("step", 170, 3, 10, base_lr=0.03, total_epochs=200) == \
         pytest.approx(0.003)
-    with pytest.raises(ValueError, match="valid options: step, cosine"):
+    with pytest.raises(ValueError, match="schedule.*step, cosine.*poly"):
         schedules.lr_at("poly", 0, 0, 1, base_lr=0.1, total_epochs=1)

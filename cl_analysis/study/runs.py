@@ -131,6 +131,22 @@ class SweepRuns:
         """The base config every run of the sweep shares (loss, τ, seed aside)."""
         return self.spec.base
 
+    @property
+    def has_bank(self) -> bool:
+        """True in the memory-bank regime, where the authors' bank protocol exists."""
+        return self.spec.base.regime == "memory_bank"
+
+    def results_by_protocol(self):
+        """``results`` with the ``*_bank`` columns filled from the test protocol when the regime
+        has no memory bank (SimCLR), so the paper's figures can be drawn for either regime."""
+        df = self.results.copy()
+        if not self.has_bank:
+            for col in ("uniformity", "tolerance", "positive_similarity", "penalty_entropy",
+                        "effective_negatives"):
+                if col in df:
+                    df[f"{col}_bank"] = df[col]
+        return df
+
     def run(self, name: str) -> Run:
         """One run of the sweep, loaded."""
         return load_run(self.runs_dir / name)
