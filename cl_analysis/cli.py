@@ -66,6 +66,7 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--lr-milestones", nargs="*", default=None)
+    p.add_argument("--seed", default=None)
     return p.parse_known_args(argv)[0]
 
 
@@ -174,8 +175,9 @@ def parse(command: str, argv: list[str]):
         return _parse(PretrainArgs, argv, prog, default)
     grid, workers = get_profile(profile).grid, get_profile(profile).workers
     cls = SweepArgs if command == "sweep" else ReproduceArgs
+    seeds = grid.seeds if pre.seed is None else (int(pre.seed),)  # --seed S: the grid's seeds = (S,)
     default = cls(out=tyro.MISSING, run=base, losses=grid.losses,
-                  temperatures=grid.temperatures, seeds=grid.seeds, workers=workers,
+                  temperatures=grid.temperatures, seeds=seeds, workers=workers,
                   profile=profile)
     return _parse(cls, argv, prog, default)
 

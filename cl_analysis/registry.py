@@ -118,14 +118,16 @@ def hard_k(columns: int, *, k: int | None = None, fraction: float | None = None)
 
 def compute(name: str, similarity: Tensor, positive: Tensor, *, temperature: float,
             k: int | None = None, fraction: float | None = None,
-            lam: float | None = None) -> Tensor:
+            lam: float | None = None, unnormalized: bool = False) -> Tensor:
     """The mean loss ``name`` on a (N, M) similarity matrix with positives at ``positive`` (N,).
 
     ``temperature`` is ignored by τ-free losses; ``k`` / ``fraction`` set K of the hard losses
-    (:func:`hard_k`); ``lam`` is λ of the simple losses (None: the library default).
+    (:func:`hard_k`); ``lam`` is λ of the simple losses (None: the library default);
+    ``unnormalized=True`` accepts similarities outside [−1, 1] (a memory bank whose rows are not
+    unit-norm yet: the authors' random initialisation).
     """
     spec = get(name)
-    kwargs = {}
+    kwargs = {"unnormalized": unnormalized}
     if spec.takes_temperature:
         kwargs["temperature"] = temperature
     if spec.takes_k:

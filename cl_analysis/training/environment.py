@@ -9,6 +9,7 @@ another thread count (CPU results depend on it: float sums are split differently
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ ENVIRONMENT_FILE = "environment.json"
 PAPER_CPU_DAYS = 2.6
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_unavailable_reason() -> str:
     if torch.version.cuda is None:
         return "this torch build has no CUDA support"
@@ -35,6 +37,11 @@ def _cuda_unavailable_reason() -> str:
     except Exception as err:  # noqa: BLE001  (the driver's own words are the useful part)
         return f"CUDA build {torch.version.cuda} cannot start: {err}"
     return "no CUDA device is visible"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    logger.warning(message)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,8 +54,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if torch.version.cuda is not None:  # a CUDA build that cannot use a GPU: say so
-            logger.warning("device auto -> cpu: %s", _cuda_unavailable_reason())
+        if torch.version.cuda is not None:  # a CUDA build that cannot use a GPU: say so, once
+            _warn_once(f"device auto -> cpu: {_cuda_unavailable_reason()}")
         return torch.device("cpu")
     try:
         dev = torch.device(name)

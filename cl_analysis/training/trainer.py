@@ -29,7 +29,9 @@ def compute_loss(config: TrainConfig, similarity: torch.Tensor,
                  positive: torch.Tensor) -> torch.Tensor:
     """The configured loss (mean over anchors) on a (B, M) similarity matrix (via the registry)."""
     return registry.compute(config.loss, similarity, positive, temperature=config.temperature,
-                            k=config.hard_k, fraction=config.hard_fraction, lam=config.simple_lam)
+                            k=config.hard_k, fraction=config.hard_fraction, lam=config.simple_lam,
+                            # the authors' bank starts with random rows of norm != 1
+                            unnormalized=config.regime == "memory_bank")
 
 
 class Trainer:
@@ -152,7 +154,8 @@ class Trainer:
             sums[0] += loss
             if cfg.log_metrics:
                 rows = torch.arange(len(pos), device=self.device)
-                sums[1] += gradients.penalty_entropy(sim, pos, cfg.temperature).sum()
+                sums[1] += gradients.penalty_entropy(sim, pos, cfg.temperature,
+                                                     unnormalized=True).sum()
                 sums[2] += sim[rows, pos].float().sum()
                 sums[3] += len(pos)
                 have = sum(len(q) for q in queries)
