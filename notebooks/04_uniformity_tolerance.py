@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cl_analysis.study import paper_results as pr
+from cl_analysis.study.claims import Ledger
 from cl_analysis.study.runs import load_sweep, train_sweep
 from cl_analysis.plots import experiments as pe
 from cl_analysis.plots import table1_side_by_side
@@ -210,8 +211,21 @@ both = pd.DataFrame({"ordinary bank": ordinary["tolerance_bank"],
                      "hard bank": hard["tolerance_bank"],
                      "ordinary test": ordinary["tolerance"], "hard test": hard["tolerance"]})
 print(both.round(4))
-if not FAST:
-    assert (hard["tolerance_bank"] < ordinary["tolerance_bank"]).all()
+# a claim, not an assert: judged against the seed-to-seed noise (cl_analysis.study.claims); a
+# claim that does not hold at this scale is reported with its numbers and never stops the job
+ledger = Ledger(results, notebook="04_uniformity_tolerance", out_dir=RUNS_DIR / "claims")
+paper_tol = {r["temperature"]: r["tolerance"]
+             for loss in ("info_nce", "hard") for r in pr.paper_rows("cifar10", loss,
+                                                                      "uniformity_tolerance")}
+for tau in TAUS:
+    claim = ledger.compare(
+        f"e@{tau}", "the hard loss is less tolerant than the ordinary loss", "§5.3, Table 1, Fig. 7",
+        larger=ledger.measure("info_nce", tau, "tolerance_bank"),
+        smaller=ledger.measure("hard", tau, "tolerance_bank"),
+        if_not="at small τ the ordinary loss already concentrates its penalty on the hardest "
+               "negatives (Eq. 5), so Eq. 9 keeps almost all of the softmax mass and the two "
+               "losses nearly coincide")
+    print(claim.summary())
 
 # %% [markdown]
 # ## Over training: uniformity and tolerance per epoch (low-τ runs)
