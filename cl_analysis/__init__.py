@@ -1,8 +1,9 @@
 """cl_analysis: the behaviour of contrastive loss (Wang & Liu, CVPR 2021; SimCLR), executable.
 
 The analysis core (no training) is imported here: ``losses``, ``gradients``, ``metrics``. The
-training pipeline (``data``, ``augment``, ``models``, ``train``, ``evaluate``, ``experiments``,
-``plots``) is imported on use, e.g. ``from cl_analysis import train``.
+layers above it are imported on use: ``cl_analysis.training`` (config, data, models, pretrain),
+``cl_analysis.evaluation``, ``cl_analysis.study`` (profiles, sweeps, runs, claims),
+``cl_analysis.plots``; see docs/architecture.md.
 """
 
 from . import gradients, losses, metrics

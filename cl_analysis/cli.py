@@ -191,7 +191,6 @@ def _preflight(config: TrainConfig, profile: str) -> TrainConfig:
 
     if config.data_root is not None:
         config = config.replace(data_root=str(Path(config.data_root).expanduser().resolve()))
-    data.fetch_dataset(config.dataset, config.data_root)  # checked (and downloaded) up front
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         if profile in ("paper", "simclr"):
             raise ValueError(f"the {profile} profile runs on CUDA and no CUDA device is "
@@ -200,6 +199,14 @@ def _preflight(config: TrainConfig, profile: str) -> TrainConfig:
                              f"Pass --device cpu to run it on the CPU anyway")
         raise ValueError(f"--device {config.device} but no CUDA device is available; "
                          f"pass --device cpu")
+    simclr = get_profile("simclr").run
+    if config.regime == "simclr" and profile != "simclr" and any(
+            getattr(config, k) != getattr(simclr, k) for k in ("augment", "head", "schedule")):
+        print(f"note: --regime simclr on the {profile} profile keeps its augment={config.augment}, "
+              f"head={config.head}, schedule={config.schedule}, batch_size={config.batch_size}, "
+              f"temperature={config.temperature}; SimCLR's own setup is --profile simclr",
+              file=sys.stderr)
+    data.fetch_dataset(config.dataset, config.data_root)  # checked (and downloaded) up front
     return config
 
 

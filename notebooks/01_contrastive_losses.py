@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 01 · The contrastive loss family
 #
 # Reproduces §3 of Wang & Liu, *Understanding the Behaviour of Contrastive Loss* (CVPR 2021):
@@ -21,7 +21,7 @@ TAUS = [0.1, 0.2, 0.5, 1.0]
 K_HARD = 8
 SIMILARITY = "bank"
 
-# %%
+# %% tags=[]
 import math
 import os
 
@@ -36,7 +36,7 @@ if FAST:
 torch.manual_seed(SEED)
 print(f"FAST={FAST}: {N_CLASSES} classes x {PER_CLASS} points, {STEPS} steps, τ in {TAUS}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. The losses on a hand-made similarity matrix
 #
 # Three anchors against five candidates; `positive[i]` is the column of anchor i's positive.
@@ -48,7 +48,7 @@ print(f"FAST={FAST}: {N_CLASSES} classes x {PER_CLASS} points, {STEPS} steps, τ
 # $$\lim_{\tau\to0^+}\tau\mathcal{L}(x_i) = \max(s_{max}-s_{i,p}, 0)\quad\text{(Eq. 6)},$$
 # and the hard loss (Eq. 9) keeps only the $k$ most similar negatives in the denominator.
 
-# %%
+# %% tags=[]
 # NBVAL_CHECK_OUTPUT
 S = torch.tensor([[0.9, 0.2, -0.1, 0.4, -0.5],
                   [0.1, 0.8, 0.7, -0.3, 0.0],
@@ -64,12 +64,12 @@ values = {
 }
 {name: round(v.item(), 4) for name, v in values.items()}
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (Eq. 1, 3, 6).** The package's losses equal the formulas written out by hand: the
 # log-sum-exp form of Eq. 1, Eq. 3 with λ = 1/(M−1) (the mean over negatives), and the hinge of
 # Eq. 6. The hard loss with all M−1 negatives is the ordinary loss.
 
-# %%
+# %% tags=[]
 s_pos = S.gather(1, pos[:, None]).squeeze(1)
 negatives = S.scatter(1, pos[:, None], float("-inf"))  # positive masked out
 by_hand = {
@@ -81,29 +81,29 @@ for name, expected in by_hand.items():
     torch.testing.assert_close(values[name], expected)
 torch.testing.assert_close(losses.hard_info_nce(S, pos, TAU, k=4), values["info_nce"])
 
-# %%
+# %% tags=[]
 fig = pa.plot_loss_values({k: v.item() for k, v in values.items()},
                           {k: v.item() for k, v in by_hand.items()},
                           title=f"hand-made S (3 x 5), τ = {TAU}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (Eq. 6).** τ·L tends to the hinge against the hardest negative as τ → 0, and so does
 # τ times the hard loss with a single negative (k = 1): the τ → 0 loss only sees the nearest
 # negative.
 
-# %%
+# %% tags=[]
 for tau in (1e-2, 1e-3):
     gap_full = (tau * losses.info_nce(S, pos, tau) - values["tau_zero_limit"]).abs().item()
     gap_k1 = (tau * losses.hard_info_nce(S, pos, tau, k=1) - values["tau_zero_limit"]).abs().item()
     print(f"τ={tau:g}: |τL - limit| = {gap_full:.2e}, |τL_hard(k=1) - limit| = {gap_k1:.2e}")
     assert gap_full <= tau * math.log(S.shape[1]) and gap_k1 <= tau * math.log(2)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (collapse).** When every similarity is equal (a collapsed embedding), a loss built on
 # a softmax cannot tell the positive from the negatives: Eq. 1 equals log M for every τ, the hard
 # loss log(k+1), and the linear losses are 0.
 
-# %%
+# %% tags=[]
 collapsed = torch.ones(4, 6, dtype=torch.float64)
 cpos = torch.zeros(4, dtype=torch.long)
 M = collapsed.shape[1]
@@ -118,7 +118,7 @@ checks = {
 for name, (value, expected) in checks.items():
     assert math.isclose(value.item(), expected, abs_tol=1e-12), name
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 2. NT-Xent and the metric-learning family on embeddings
 #
 # SimCLR's NT-Xent is Eq. 1 on the in-batch similarity matrix of 2N views (each anchor's positive
@@ -126,7 +126,7 @@ for name, (value, expected) in checks.items():
 # HCL (Robinson et al. 2021) losses reweight those negatives, SupCon uses class labels, and the
 # margin and triplet losses work on distances instead of a softmax.
 
-# %%
+# %% tags=[]
 # NBVAL_CHECK_OUTPUT
 angle1 = torch.tensor([0.0, 1.6, 3.0], dtype=torch.float64)  # three instances on the circle
 angle2 = angle1 + torch.tensor([0.5, -0.4, 0.7], dtype=torch.float64)  # their second views
@@ -145,11 +145,11 @@ embedding_values = {
 }
 {name: round(v.item(), 4) for name, v in embedding_values.items()}
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim.** NT-Xent is the contrastive loss (Eq. 1) on SimCLR's similarity matrix, and HCL /
 # the debiased loss reduce to it without reweighting (β = τ⁺ = 0).
 
-# %%
+# %% tags=[]
 nt = embedding_values["nt_xent"]
 torch.testing.assert_close(nt, losses.info_nce(sim, spos, TAU))
 torch.testing.assert_close(losses.debiased_info_nce(z1, z2, TAU, tau_plus=0.0), nt)
@@ -157,13 +157,13 @@ torch.testing.assert_close(losses.hcl_info_nce(z1, z2, TAU, beta=0.0, tau_plus=0
 fig = pa.plot_loss_values({k: v.item() for k, v in embedding_values.items()},
                           title=f"hand-made 2-D views (N = 3), τ = {TAU}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (collapse, embeddings).** If all 2N embeddings coincide, every softmax loss equals
 # log(2N − 1) (the positive is one of 2N − 1 equal candidates; the debiasing correction cancels),
 # the margin contrastive loss is margin² on negative pairs and 0 on positive ones, and the
 # triplet loss equals its margin.
 
-# %%
+# %% tags=[]
 n = 5
 same_z = torch.ones(n, 3, dtype=torch.float64)
 same = torch.tensor([1, 0, 1, 0, 0])
@@ -180,7 +180,7 @@ collapsed_embeddings = {
 for name, (value, expected) in collapsed_embeddings.items():
     assert math.isclose(value.item(), expected, rel_tol=1e-9, abs_tol=1e-12), name
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 3. What each loss does to embeddings on the circle
 #
 # Free unit vectors in 2-D, four classes with two "augmented" views per instance, moved by
@@ -188,7 +188,7 @@ for name, (value, expected) in collapsed_embeddings.items():
 # bank momentum 0.5). The gradients of Eq. 1 scale like 1/τ (Eq. 4), so τ-losses step with
 # lr·τ: we compare the geometry each loss prefers, not step sizes.
 
-# %%
+# %% tags=[]
 circle = toy.make_toy_dataset(N_CLASSES, PER_CLASS, dim=2, noise=NOISE, seed=SEED)
 specs = {f"info_nce τ={t}": ("info_nce", t, LR * t, None) for t in TAUS}  # name, τ, lr, kwargs
 specs["simple"] = ("simple", None, LR, None)
@@ -199,17 +199,17 @@ runs2 = {key: toy.optimise_embedding(name, t, STEPS, lr, circle, similarity=SIMI
 m2 = toy.summarize_runs(runs2)
 fig = pa.plot_circle_embeddings({"initial": circle.views[0], **runs2}, labels=circle.labels)
 
-# %%
+# %% tags=[]
 fig = pa.plot_loss_curves(runs2)
 assert all(run.losses[-1] < run.losses[0] for run in runs2.values()), "every loss must decrease"
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (§4, uniformity-tolerance dilemma).** The hardness-aware loss at small τ spreads the
 # points more uniformly (higher −L_uniformity, Eq. 10) than the simple loss, which has no
 # hardness-awareness and keeps same-class points closer (higher tolerance, Eq. 11). Tolerance
 # grows with τ.
 
-# %%
+# %% tags=[]
 low, high = f"info_nce τ={TAUS[0]}", f"info_nce τ={TAUS[-1]}"
 fig = pa.plot_toy_metrics(m2)
 assert m2[low]["uniformity"] > m2["simple"]["uniformity"] + 0.03
@@ -218,26 +218,26 @@ assert m2[low]["uniformity"] > m2[high]["uniformity"]
 tol = [m2[f"info_nce τ={t}"]["tolerance"] for t in TAUS]
 assert all(a < b for a, b in zip(tol, tol[1:])), tol
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (Eq. 6, §3.2).** The τ → 0 limit "can not learn any useful information": its loss is 0
 # as soon as every positive beats its single nearest negative, and from then on nothing moves.
 # **Claim (§5.5).** Restricting the simple loss to the nearest negatives (HardSimple) restores
 # the uniformity the simple loss lacks.
 
-# %%
+# %% tags=[]
 print({name: round(m2[name]["displacement"], 3) for name in (low, "simple", "tau_zero_limit")})
 assert runs2["tau_zero_limit"].losses[-1] < 1e-6
 assert m2["tau_zero_limit"]["displacement"] < 0.1 * m2[low]["displacement"]
 assert m2["hard_simple"]["uniformity"] > m2["simple"]["uniformity"] + 0.03
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 4. The same on the sphere
 #
 # In 3-D there is room to spread: small τ reaches at least the uniformity of i.i.d. uniform
 # points on the sphere, $-\log\mathbb{E}[e^{-2\|u-v\|^2}] = 4 - \log(\sinh 4 / 4)$, while the
 # simple loss stays below it.
 
-# %%
+# %% tags=[]
 sphere = toy.make_toy_dataset(N_CLASSES, PER_CLASS, dim=3, noise=NOISE, seed=SEED)
 runs3 = {key: toy.optimise_embedding(name, t, STEPS, lr, sphere, similarity=SIMILARITY,
                                      loss_kwargs=kw) for key, (name, t, lr, kw) in specs.items()}
@@ -246,7 +246,7 @@ fig = pa.plot_sphere_embeddings({"initial": sphere.views[0], low: runs3[low],
                                  "simple": runs3["simple"], "hard_simple": runs3["hard_simple"]},
                                 labels=sphere.labels)
 
-# %%
+# %% tags=[]
 uniform_sphere = 4 - math.log(math.sinh(4) / 4)
 print(f"uniform sphere {uniform_sphere:.3f}, " + ", ".join(
     f"{k}: {v['uniformity']:.3f}" for k, v in m3.items()))
@@ -254,14 +254,14 @@ assert m3[low]["uniformity"] > uniform_sphere > m3["simple"]["uniformity"]
 assert m3["simple"]["tolerance"] > m3[low]["tolerance"] + 0.1
 assert m3["hard_simple"]["uniformity"] > m3["simple"]["uniformity"] + 0.1
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 5. The metric-learning family on the sphere (in-batch)
 #
 # The same data, every loss on the two views in-batch. NT-Xent follows exactly the trajectory of
 # Eq. 1 on SimCLR's similarity matrix. SupCon is supervised (it is told the classes), so it
 # collapses each class: the extreme of tolerance.
 
-# %%
+# %% tags=[]
 embedding_runs = {
     "nt_xent": ("nt_xent", TAUS[0], None),
     "debiased": ("debiased_info_nce", 0.5, {"tau_plus": 0.1}),
@@ -276,7 +276,7 @@ runs_e = {k: toy.optimise_embedding(name, t, STEPS, LR * (t or 0.5), sphere, los
 me = toy.summarize_runs(runs_e)
 fig = pa.plot_toy_metrics({**me, "simple (bank)": m3["simple"], low + " (bank)": m3[low]})
 
-# %%
+# %% tags=[]
 same_loss = toy.optimise_embedding("info_nce", TAUS[0], STEPS, LR * TAUS[0], sphere,
                                    similarity="batch")
 torch.testing.assert_close(runs_e["nt_xent"].embeddings, same_loss.embeddings, atol=1e-4, rtol=0)
@@ -285,6 +285,6 @@ assert me["supcon"]["tolerance"] > 0.95
 assert me["supcon"]["tolerance"] > max(v["tolerance"] for k, v in me.items() if k != "supcon")
 assert min(me[k]["uniformity"] for k in ("nt_xent", "debiased", "hcl")) > uniform_sphere
 
-# %%
+# %% tags=[]
 fig = pa.plot_sphere_embeddings({k: runs_e[k] for k in ("nt_xent", "hcl", "supcon", "triplet")},
                                 labels=sphere.labels)

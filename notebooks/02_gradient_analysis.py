@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 02 · Gradient analysis: the hardness-aware property
 #
 # Reproduces §3.2 of Wang & Liu (CVPR 2021): the gradients of the contrastive loss with respect to
@@ -17,7 +17,7 @@ FIG3_TAUS = [0.07, 0.2, 0.5, 1.0]
 TAU_GRID = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
 TAU_CHECK = 0.2
 
-# %%
+# %% tags=[]
 import math
 import os
 
@@ -32,7 +32,7 @@ if FAST:
 torch.manual_seed(SEED)
 print(f"FAST={FAST}: {N_ANCHORS} anchors, {NUM_NEGATIVES} negatives for Fig. 3")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. Eq. 4: the gradient with respect to the similarities
 #
 # With $P_{i,j}$ the softmax of Eq. 2 over all candidates,
@@ -43,7 +43,7 @@ print(f"FAST={FAST}: {N_ANCHORS} anchors, {NUM_NEGATIVES} negatives for Fig. 3")
 # (summed over anchors) for every τ. The similarities are cosines of two noisy views of toy
 # embeddings in 16-D; row i's positive is column i.
 
-# %%
+# %% tags=[]
 data = toy.make_toy_dataset(n_classes=8, per_class=N_ANCHORS // 8, dim=DIM, noise=0.5, seed=SEED)
 S = losses.cosine_similarity(data.views[0], data.views[1]).double()  # (N, N)
 pos = torch.arange(S.shape[0])
@@ -54,13 +54,13 @@ for tau in FIG3_TAUS + [TAU_CHECK]:
     torch.testing.assert_close(analytic, autograd, rtol=1e-10, atol=1e-12)
 fig = pa.plot_gradient_check(analytic, autograd)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (Eq. 4, observations).** (1) The gradient on a negative is proportional to
 # $\exp(s_{i,j}/\tau)$: the loss is hardness-aware. (2) The pull on the positive equals the total
 # push on the negatives, $\sum_{k\neq i}|\partial\mathcal{L}/\partial s_{i,k}| =
 # |\partial\mathcal{L}/\partial s_{i,i}|$, so every row of the gradient sums to zero.
 
-# %%
+# %% tags=[]
 g = gradients.similarity_gradient(S, pos, TAU_CHECK)
 is_neg = torch.ones_like(S, dtype=torch.bool).scatter(1, pos[:, None], False)
 push = g.masked_fill(~is_neg, 0).abs().sum(1)
@@ -70,7 +70,7 @@ per_row = (g / torch.exp(S / TAU_CHECK)).masked_fill(~is_neg, float("nan"))  # c
 torch.testing.assert_close(per_row.nanmean(1, keepdim=True).expand_as(S)[is_neg], per_row[is_neg])
 print(f"max |push - pull| = {(push - pull).abs().max():.1e}, mean pull = {pull.mean():.3f}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 2. Eq. 5 and Fig. 3: the relative penalty on negatives
 #
 # $$r_i(s_{i,j}) = \frac{|\partial\mathcal{L}/\partial s_{i,j}|}
@@ -79,16 +79,16 @@ print(f"max |push - pull| = {(push - pull).abs().max():.1e}, mean pull = {pull.m
 # a Boltzmann distribution over the negatives. As in Fig. 3, the negative similarities are drawn
 # uniformly from [−1, 1] and r is plotted against s for several τ.
 
-# %%
+# %% tags=[]
 S3, pos3 = toy.sample_similarities(1, NUM_NEGATIVES, seed=SEED)
 fig = pa.plot_gradient_ratio(S3, pos3, FIG3_TAUS)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (Fig. 3).** r is a probability distribution over the negatives, increasing in s, with
 # $r_{max}/r_{min} = \exp((s_{max}-s_{min})/\tau)$; the smaller τ, the more of the penalty lands
 # on the hardest negatives (here: the share of the top 1 %).
 
-# %%
+# %% tags=[]
 s_neg = S3[0, 1:]
 top1 = toy.penalty_sweep(S3, pos3, FIG3_TAUS, k=max(1, NUM_NEGATIVES // 100))["topk_mass"]
 for tau in FIG3_TAUS:
@@ -100,7 +100,7 @@ for tau in FIG3_TAUS:
 assert torch.all(top1.diff() < 0), top1
 print({f"τ={t}": f"{m:.1%}" for t, m in zip(FIG3_TAUS, top1.tolist())}, "of r on the top 1 %")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 3. Entropy of the penalty and the effective number of negatives
 #
 # **Claim (§3.2).** The entropy $H(r_i)$ decreases strictly as τ decreases. With $\beta = 1/\tau$,
@@ -108,7 +108,7 @@ print({f"τ={t}": f"{m:.1%}" for t, m in zip(FIG3_TAUS, top1.tolist())}, "of r o
 # loss) as τ → ∞, and the effective number of negatives $e^{H}$ collapses toward the nearest few
 # as τ → 0, the regime the paper warns "heavily degenerates" performance.
 
-# %%
+# %% tags=[]
 S4, pos4 = toy.sample_similarities(N_ANCHORS, NUM_NEGATIVES, seed=SEED + 1)
 sweep = toy.penalty_sweep(S4, pos4, TAU_GRID)
 fig = pa.plot_penalty_entropy(sweep, num_negatives=NUM_NEGATIVES)
@@ -116,7 +116,7 @@ assert torch.all(sweep["entropy"].diff() > 0) and torch.all(sweep["effective_neg
 assert math.log(NUM_NEGATIVES) - sweep["entropy"][-1] < 0.01
 assert sweep["effective_negatives"][0] < 0.05 * NUM_NEGATIVES
 
-# %%
+# %% tags=[]
 h = 1e-4 * TAU_CHECK
 dH = (gradients.penalty_entropy(S4, pos4, TAU_CHECK + h)
       - gradients.penalty_entropy(S4, pos4, TAU_CHECK - h)) / (2 * h)
@@ -126,11 +126,11 @@ torch.testing.assert_close(dH, var_r / TAU_CHECK**3, rtol=1e-5, atol=1e-8)
 print(f"dH/dτ at τ={TAU_CHECK}: finite difference {dH.mean():.4f}, "
       f"Var_r(s)/τ³ {(var_r / TAU_CHECK**3).mean():.4f}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 4. Explore τ interactively
 #
 # Move the slider to redraw Fig. 3 for one τ (the title gives the largest r and $e^{H}$). The
 # figure below is the one drawn at τ = 0.2 when the notebook was executed.
 
-# %%
+# %% tags=[]
 pa.gradient_ratio_explorer(S3, pos3, temperature=0.2)

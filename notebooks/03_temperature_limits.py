@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 03 · The two temperature limits and explicit hard-negative truncation
 #
 # Reproduces §3.2 (Eq. 6-7) and §4.3 (Eq. 8-9) of Wang & Liu (CVPR 2021). As τ → 0 the
@@ -21,7 +21,7 @@ TAU_TRUNC = [0.02, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 5.0]
 ALPHA = 0.0819
 NUM_NEGATIVES = 4096
 
-# %%
+# %% tags=[]
 import math
 import os
 
@@ -42,7 +42,7 @@ mean_negative = (S.sum() - S.diag().sum()) / (N * M - N)
 print(f"FAST={FAST}: similarity {N} x {M} from {N_CLASSES} classes in {DIM}-D; "
       f"mean positive {S.diag().mean():.2f}, mean negative {mean_negative:.2f}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. τ → 0: the loss becomes a triplet loss on the nearest negative (Eq. 6)
 #
 # $$\lim_{\tau\to0^+}\tau\,\mathcal{L}(x_i) = \max[s_{max} - s_{i,i}, 0].$$
@@ -60,11 +60,11 @@ print(f"FAST={FAST}: similarity {N} x {M} from {N_CLASSES} classes in {DIM}-D; "
 # **Claim.** That gap shrinks like $\mathrm{Var}_k(s_{i,k})/(2\tau)$, the next term of the Taylor
 # expansion the paper truncates.
 
-# %%
+# %% tags=[]
 gaps = toy.limit_gaps(S, pos, sorted(set(TAU_SMALL + TAU_LARGE)))
 fig = pa.plot_limit_gaps(gaps)
 
-# %%
+# %% tags=[]
 tau = gaps["temperature"]
 small, large = tau <= max(TAU_SMALL), tau >= min(TAU_LARGE)
 assert torch.all(gaps["zero_gap"] <= gaps["zero_bound"] + 1e-12)
@@ -75,11 +75,11 @@ torch.testing.assert_close(gaps["inf_gap"][-1], gaps["inf_asymptote"][-1], rtol=
 print(f"τ={tau[0]:g}: Eq. 6 gap {gaps['zero_gap'][0]:.1e};  "
       f"τ={tau[-1]:g}: Eq. 7 gap {gaps['inf_gap'][-1]:.1e}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (Eq. 6-7, per anchor).** The limits hold row by row, not only on average: at the ends of
 # the grid every anchor's τ-scaled loss sits on its limit.
 
-# %%
+# %% tags=[]
 t0, t1 = min(TAU_SMALL), max(TAU_LARGE)
 row_zero = t0 * losses.info_nce(S, pos, t0, reduction="none")
 row_inf = t1 * (losses.info_nce(S, pos, t1, reduction="none") - math.log(M))
@@ -88,7 +88,7 @@ torch.testing.assert_close(row_zero, losses.tau_zero_limit(S, pos, reduction="no
 torch.testing.assert_close(row_inf, (M - 1) / M * losses.simple(S, pos, reduction="none"),
                            atol=1 / t1, rtol=0)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 3. Explicit hard negatives: truncating the penalty (Eq. 8)
 #
 # Eq. 8 keeps the penalty only on the negatives above the upper-α quantile $s_\alpha^{(i)}$ (the
@@ -98,7 +98,7 @@ torch.testing.assert_close(row_inf, (M - 1) / M * losses.simple(S, pos, reductio
 # **Claim (Eq. 8 = gradient of Eq. 9).** The relative penalty of the hard contrastive loss (Eq. 9,
 # by autograd) is exactly the truncated ratio of Eq. 8.
 
-# %%
+# %% tags=[]
 k = math.ceil(ALPHA * (M - 1))
 T = 0.5
 S_leaf = S.clone().requires_grad_(True)
@@ -107,17 +107,17 @@ ratio = grad.scatter(1, pos[:, None], 0) / grad.gather(1, pos[:, None]).abs()
 torch.testing.assert_close(ratio, gradients.truncated_gradient_ratio(S, pos, T, k=k))
 print(f"k = {k} of M - 1 = {M - 1} negatives (α = {ALPHA})")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim (§4.3).** At small τ the hardness-aware softmax already puts nearly all of the penalty on
 # the top-k negatives, so truncation changes little; as τ grows the penalty spreads toward the
 # uniform share k/(M−1), and truncation is what keeps the loss focused on hard negatives. The
 # total-variation distance between r and its truncation is exactly 1 − (mass on the top-k).
 
-# %%
+# %% tags=[]
 sweep = toy.penalty_sweep(S, pos, TAU_TRUNC, k=k)
 fig = pa.plot_truncation(sweep)
 
-# %%
+# %% tags=[]
 mass, tau_t = sweep["topk_mass"], sweep["temperature"]
 torch.testing.assert_close(sweep["truncation_tv"], 1 - mass)
 assert torch.all(mass.diff() < 0)
@@ -125,23 +125,23 @@ assert torch.all(mass[tau_t <= 0.05] > 0.9)
 assert mass[-1] < 1.25 * k / (M - 1)
 print({f"τ={t:g}": f"{m:.0%}" for t, m in zip(tau_t.tolist(), mass.tolist())})
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Claim.** So the hard loss (Eq. 9) and the ordinary loss (Eq. 1) coincide as τ → 0 and part as
 # τ grows: $\mathcal{L} - \mathcal{L}_{hard} = \log\frac{\sum_k e^{s_{i,k}/\tau}}
 # {\sum_{kept} e^{s_{i,k}/\tau}} \ge 0$ grows with τ.
 
-# %%
+# %% tags=[]
 diff = torch.stack([losses.info_nce(S, pos, t) - losses.hard_info_nce(S, pos, t, k=k)
                     for t in TAU_TRUNC])
 assert torch.all(diff >= 0) and torch.all(diff.diff() > 0)
 assert diff[0] < 1e-3
 print(f"L - L_hard: {diff[0]:.1e} at τ={TAU_TRUNC[0]}, {diff[-1]:.2f} at τ={TAU_TRUNC[-1]}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # The same on Fig. 3's uniform similarities: r (solid) against its top-k truncation (dashed). At
 # τ = 0.07 about 90 % of r already lies on the top-k, so the curves nearly coincide; at τ = 1 the
 # truncation discards over 80 % of the penalty mass and renormalises the rest.
 
-# %%
+# %% tags=[]
 S_u, pos_u = toy.sample_similarities(1, NUM_NEGATIVES, seed=SEED)
 fig = pa.plot_truncated_ratio(S_u, pos_u, [0.07, 0.3, 1.0], k=math.ceil(ALPHA * NUM_NEGATIVES))

@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 04 · The uniformity–tolerance dilemma on CIFAR-10
 #
 # Reproduces §5.2–5.4 of Wang & Liu, *Understanding the Behaviour of Contrastive Loss*
@@ -27,7 +27,7 @@ RUNS_DIR = None  # sweep folder (sweep.json + runs); None: ../runs/quick (or the
 TRAIN_PROFILE = None  # e.g. "quick": train that profile's sweep into RUNS_DIR if it is missing
 DATA_ROOT = None  # dataset folder, only used when training (TRAIN_PROFILE or the fast mode)
 
-# %%
+# %% tags=[]
 import os
 
 import matplotlib.pyplot as plt
@@ -55,16 +55,16 @@ print(sweep.describe())
 if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank protocol
     print("no memory bank in this regime: every 'bank' protocol below shows the test protocol")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # The runs: one row per loss × τ (the τ-free simple / hard-simple losses once). Structural
 # checks, in every mode: one finished run per sweep entry, finite metrics, uniformity in
 # [0, 4t] = [0, 8] and tolerance in [−1, 1] in both protocols.
 
-# %%
+# %% tags=[]
 METRICS = ["uniformity_bank", "tolerance_bank", "uniformity", "tolerance"]
 results[["run", "loss", "temperature", *METRICS]].round(4)
 
-# %%
+# %% tags=[]
 assert sorted(results["run"]) == sorted(names), "one row per run of the sweep"
 values = results[METRICS].to_numpy(dtype=float)
 assert np.isfinite(values).all(), results[METRICS]
@@ -79,7 +79,7 @@ t_lo, t_hi = TAUS[0], TAUS[-1]
 assert list(hard.index) == TAUS and len(TAUS) >= 2
 print(f"τ grid {TAUS}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Table 1, uniformity and tolerance rows (paper | this run)
 #
 # The paper's CIFAR-10 columns are τ ∈ {0.07, 0.3, 0.7, 1.0}; a τ missing from this run's grid
@@ -87,15 +87,15 @@ print(f"τ grid {TAUS}")
 # Absolute values are not comparable (a small ConvNet on 5,000 16×16 images vs
 # ResNet-18 for 200 epochs on 50,000 32×32 images): compare the orderings.
 
-# %%
+# %% tags=[]
 table_bank = table1_side_by_side(results, DATASET, protocol="bank")
 table_bank.loc[["uniformity", "tolerance"]].round(3)
 
-# %%
+# %% tags=[]
 table_test = table1_side_by_side(results, DATASET, protocol="test")
 table_test.loc[["uniformity", "tolerance"]].xs("this run", level="source").round(3)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim (a), Fig. 4: uniformity falls as τ grows (ordinary loss)
 #
 # Paper (Table 1, CIFAR-10): −L_uniformity = 3.86 / 3.60 / 3.17 / 2.96 at τ = 0.07 / 0.3 /
@@ -104,25 +104,25 @@ table_test.loc[["uniformity", "tolerance"]].xs("this run", level="source").round
 # which spreads the embedding. **Asserted on the bank protocol** (the paper's): uniformity at
 # the smallest τ exceeds that at the largest τ by more than 0.1. The test protocol is printed.
 
-# %%
+# %% tags=[]
 paper_unif = {r["temperature"]: r["uniformity"] for r in
               pr.paper_rows("cifar10", "info_nce", "uniformity_tolerance")}
 print(f"paper (cifar10): τ={t_lo}: {paper_unif.get(t_lo)}, τ={t_hi}: {paper_unif.get(t_hi)}")
 fig = pe.plot_uniformity_tolerance(results, "info_nce", DATASET, protocol="bank",
                                    title="Figs 4-5, ordinary loss, bank protocol (paper dashed)")
 
-# %%
+# %% tags=[]
 fig = pe.plot_uniformity_tolerance(results, "info_nce", DATASET, protocol="test",
                                    title="Figs 4-5, ordinary loss, test protocol (paper dashed)")
 
-# %%
+# %% tags=[]
 # CLAIM (a): ordinary loss, uniformity(τ_min) > uniformity(τ_max) + 0.1 [bank protocol]
 for col in ("uniformity_bank", "uniformity"):
     print(f"{col:16s}", {t: round(v, 3) for t, v in ordinary[col].items()})
 if not FAST:
     assert ordinary.loc[t_lo, "uniformity_bank"] > ordinary.loc[t_hi, "uniformity_bank"] + 0.1
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim (b), Fig. 5: tolerance rises with τ (ordinary loss)
 #
 # Paper (Table 1, CIFAR-10): tolerance = 0.04 / 0.178 / 0.333 / 0.372 at τ = 0.07 / 0.3 / 0.7 /
@@ -130,7 +130,7 @@ if not FAST:
 # stay close. **Asserted on the bank protocol**: tolerance strictly increases along this run's τ
 # grid. The test protocol is printed (figures above, right panels).
 
-# %%
+# %% tags=[]
 # CLAIM (b): ordinary loss, tolerance increases with τ along the grid [bank protocol]
 paper_tol = {r["temperature"]: r["tolerance"] for r in
              pr.paper_rows("cifar10", "info_nce", "uniformity_tolerance")}
@@ -140,7 +140,7 @@ for col in ("tolerance_bank", "tolerance"):
 if not FAST:
     assert (np.diff(ordinary["tolerance_bank"]) > 0).all(), ordinary["tolerance_bank"]
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim (c): the simple loss (Eq. 3) has the lowest uniformity and the highest tolerance
 #
 # Paper (Table 1, CIFAR-10): the simple loss has uniformity 1.68 (every other column ≥ 2.96)
@@ -148,15 +148,15 @@ if not FAST:
 # the nearest negatives away, so the embedding stays clumped. **Asserted on the bank protocol**
 # over every run of the sweep (ordinary, hard and hard-simple at every τ).
 
-# %%
+# %% tags=[]
 fig = pe.plot_ordinary_vs_hard(results, DATASET, protocol="bank",
                                title="Figs 4-7 overlaid, bank protocol (paper dashed)")
 
-# %%
+# %% tags=[]
 fig = pe.plot_ordinary_vs_hard(results, DATASET, protocol="test",
                                title="Figs 4-7 overlaid, test-set protocol (paper dashed)")
 
-# %%
+# %% tags=[]
 # CLAIM (c): simple has the lowest uniformity and the highest tolerance of all runs [bank]
 others = results[results["loss"] != "simple"]
 for col in METRICS:
@@ -166,7 +166,7 @@ if not FAST:
     assert simple["uniformity_bank"] < others["uniformity_bank"].min()
     assert simple["tolerance_bank"] > others["tolerance_bank"].max()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # In the committed quick run claims (a)–(c) hold in both protocols: ordinary uniformity (bank)
 # 3.40 / 3.28 / 2.79 and tolerance 0.110 / 0.123 / 0.160 at τ = 0.07 / 0.3 / 1.0; the simple
 # loss 2.34 / 0.202. The values are compressed against the paper's (its tolerance reaches 0.372):
@@ -181,7 +181,7 @@ if not FAST:
 # bank protocol**: the range (max − min over this run's τ grid) of the hard loss's uniformity
 # is smaller than the ordinary loss's.
 
-# %%
+# %% tags=[]
 # CLAIM (d): range over τ of uniformity, hard < ordinary [bank protocol]
 spread = pd.DataFrame({name: {col: frame[col].max() - frame[col].min() for col in METRICS[::2]}
                        for name, frame in (("ordinary", ordinary), ("hard", hard))})
@@ -190,7 +190,7 @@ print("hard, uniformity_bank", {t: round(v, 3) for t, v in hard["uniformity_bank
 if not FAST:
     assert spread.loc["uniformity_bank", "hard"] < spread.loc["uniformity_bank", "ordinary"]
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim (e), Fig. 7: the hard loss is less tolerant than the ordinary loss at the same τ
 #
 # Paper (Table 1, CIFAR-10): hard vs ordinary tolerance 0.034 vs 0.04 (τ = 0.07), 0.0267 vs
@@ -205,7 +205,7 @@ if not FAST:
 # few hundred negatives, about 330 effective negatives of 10,000 on the test set (notebook 06),
 # well inside the 8 % of the bank the hard loss keeps; the paper's 0.034 vs 0.04 is as close).
 
-# %%
+# %% tags=[]
 # CLAIM (e): tolerance, hard < ordinary at every τ [bank protocol]
 both = pd.DataFrame({"ordinary bank": ordinary["tolerance_bank"],
                      "hard bank": hard["tolerance_bank"],
@@ -227,7 +227,7 @@ for tau in TAUS:
                "losses nearly coincide")
     print(claim.summary())
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Over training: uniformity and tolerance per epoch (low-τ runs)
 #
 # `metrics.jsonl` logs, every `knn_every` epochs (10 in the quick profile, 1 in smoke), the
@@ -239,7 +239,7 @@ for tau in TAUS:
 # low-τ runs started collapsed). Shown for the ordinary and hard losses at the smallest τ, with
 # the largest τ for contrast.
 
-# %%
+# %% tags=[]
 curve_runs = {f"{loss} τ={t}": results.set_index(["loss", "temperature"]).loc[(loss, t), "run"]
               for loss in ("info_nce", "hard") for t in (t_lo, t_hi)}
 histories = {label: pd.read_json(RUNS_DIR / run / "metrics.jsonl", lines=True)
@@ -247,11 +247,11 @@ histories = {label: pd.read_json(RUNS_DIR / run / "metrics.jsonl", lines=True)
 fig = pe.plot_training_curves(histories, ("uniformity", "tolerance"),
                               title="bank-protocol uniformity and tolerance per monitored epoch")
 
-# %%
+# %% tags=[]
 fig = pe.plot_training_curves(histories, ("positive_similarity", "penalty_entropy"),
                               title="training batches: positive similarity and penalty entropy")
 
-# %%
+# %% tags=[]
 summary = pd.DataFrame({label: {
     "epochs": len(h), "first monitored uniformity": h["uniformity"].dropna().iloc[0],
     "min uniformity": h["uniformity"].min(), "at epoch": h.loc[h["uniformity"].idxmin(), "epoch"],
@@ -260,14 +260,14 @@ summary = pd.DataFrame({label: {
     "max positive similarity": h["positive_similarity"].max()} for label, h in histories.items()})
 summary.round(3)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # In the committed quick run, both τ = 0.07 runs pass through a crowded phase: bank uniformity
 # 2.2–2.4 at epochs 10–20 (below the τ = 1.0 runs' 2.7–3.4) and tolerance peaking at 0.31
 # (ordinary) and 0.38 (hard) at epoch 20, then spread out from epoch 30 on and end the most
 # uniform of the ordinary runs. So the ordering of claims (a) and (b) holds only after about
 # epoch 40; the τ = 1.0 runs are flat from epoch 10.
 
-# %%
+# %% tags=[]
 for label, h in histories.items():
     assert list(h["epoch"]) == list(range(1, len(h) + 1)), label
     monitored = h[["uniformity", "tolerance"]].dropna().to_numpy()

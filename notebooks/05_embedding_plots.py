@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 05 · What the embeddings look like: Fig. 2, Fig. 8 and the hypersphere density
 #
 # Reproduces §5.2 of Wang & Liu, *Understanding the Behaviour of Contrastive Loss* (CVPR 2021):
@@ -22,7 +22,7 @@ RUNS_DIR = None  # sweep folder (sweep.json + runs); None: ../runs/quick (or the
 TRAIN_PROFILE = None  # e.g. "quick": train that profile's sweep into RUNS_DIR if it is missing
 DATA_ROOT = None  # dataset folder, only used when training (TRAIN_PROFILE or the fast mode)
 
-# %%
+# %% tags=[]
 import math
 import os
 
@@ -54,14 +54,14 @@ if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank prot
 SEED = sweep.spec.grid.seeds[0]
 torch.manual_seed(SEED)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # Each evaluated run saved `embeddings_test.pt`: the L2-normalised test projections `z`, their
 # labels, and the local-separation rows of Fig. 8 in both protocols (**test**: view 1 of each
 # test image against view 2 of every test image; **bank**: the authors' protocol, augmented
 # training images against the whole memory bank). Structural checks: one file per ordinary-loss
 # run, unit-norm rows, the positive in column 0 followed by 10 sorted negatives.
 
-# %%
+# %% tags=[]
 ordinary = results[results["loss"] == "info_nce"].sort_values("temperature")
 TAUS = ordinary["temperature"].tolist()
 emb = {t: sweep.run(run).arrays for t, run in zip(TAUS, ordinary["run"])}
@@ -75,7 +75,7 @@ for t, e in emb.items():
         assert (sep[:, 1:-1] >= sep[:, 2:]).all() and (sep.abs() <= 1 + 1e-3).all(), (t, key)
 print(f"τ grid {TAUS}; {len(e['labels'])} test embeddings per run")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Fig. 2: t-SNE of the test embeddings, smallest τ vs τ ≈ 0.2
 #
 # Paper (Fig. 2, CIFAR-10, τ = 0.07 vs 0.2): "the embedding distribution at τ = 0.07 is more
@@ -85,7 +85,7 @@ print(f"τ grid {TAUS}; {len(e['labels'])} test embeddings per run")
 # checked on all test embeddings (**test protocol**): higher uniformity and lower tolerance at
 # the smaller τ (Table 1: 3.86 / 0.04 at τ = 0.07 vs 3.60 / 0.178 at τ = 0.3).
 
-# %%
+# %% tags=[]
 N_TSNE = 300 if FAST else 1500
 t_small = TAUS[0]
 t_mid = TAUS[1:][int(np.argmin(np.abs(np.array(TAUS[1:]) - 0.2)))]
@@ -97,7 +97,7 @@ fig = pe.plot_embedding_2d({t: (emb[t]["z"].float()[pick], emb[t]["labels"][pick
                            class_names=class_names, seed=SEED,
                            title=f"Fig. 2: t-SNE of {N_TSNE} test embeddings")
 
-# %%
+# %% tags=[]
 # CLAIM (Fig. 2): smaller τ is more uniform and less tolerant [test protocol, all test images]
 by_tau = ordinary.set_index("temperature")
 print(by_tau.loc[[t_small, t_mid], ["uniformity", "tolerance", "knn_top1"]].round(4))
@@ -105,7 +105,7 @@ if not FAST:
     assert by_tau.loc[t_small, "uniformity"] > by_tau.loc[t_mid, "uniformity"]
     assert by_tau.loc[t_small, "tolerance"] < by_tau.loc[t_mid, "tolerance"]
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Fig. 8: local separation per τ
 #
 # For each anchor: the similarity to its positive ('pos') and to its 10 most similar negatives
@@ -124,17 +124,17 @@ if not FAST:
 # than the paper's: the nearest negative is on average *more* similar than the positive (n1 >
 # pos) at every τ, so the gap is near zero at τ = 0.07 and negative above it.
 
-# %%
+# %% tags=[]
 BANK_KEY = "local_separation_bank" if sweep.has_bank else "local_separation"
 fig = pe.plot_local_separation({t: e[BANK_KEY][:200] for t, e in emb.items()},
                                title="Fig. 8, bank protocol: augmented train queries vs the bank")
 
-# %%
+# %% tags=[]
 fig = pe.plot_local_separation(
     {t: e["local_separation"][e["local_separation_anchors"]] for t, e in emb.items()},
     title="Fig. 8, test protocol: 200 test anchors, view 1 vs view 2 of every test image")
 
-# %%
+# %% tags=[]
 rows = []
 for protocol, key in (("bank", BANK_KEY), ("test", "local_separation")):
     for t in TAUS:
@@ -146,7 +146,7 @@ separation = pd.DataFrame(rows).set_index(["protocol", "τ"])
 print("paper (CIFAR-100, bank): mean pos", dict(pr.POSITIVE_SIMILARITY_CIFAR100))
 separation.round(4)
 
-# %%
+# %% tags=[]
 # CLAIM (Fig. 8.1): gap(τ_min) > gap(τ_max) [bank protocol]
 # CLAIM (Fig. 8.2): pos(τ_max) > pos(τ_min) [bank protocol]
 bank = separation.loc["bank"]
@@ -157,7 +157,7 @@ if not FAST:
     assert bank.loc[t_lo, "gap"] > bank.loc[t_hi, "gap"], "Fig. 8.1 (gap) fails"
     assert bank.loc[t_hi, "pos"] > bank.loc[t_lo, "pos"], "Fig. 8.2 (positive similarity) fails"
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## The embedding on the circle (Wang & Isola 2020 style)
 #
 # Two short runs of the same profile with **2-D embeddings** (`embedding_dim=2`), the ordinary
@@ -189,7 +189,7 @@ if not FAST:
 # where it holds (notebook 04); a large τ, which penalises all negatives alike, is what spreads
 # a low-dimensional embedding.
 
-# %%
+# %% tags=[]
 # the 2-D runs of this study were trained with the sweep (RUNS_DIR/density, see
 # cl_analysis.study.runs.density_spec); here they are only loaded
 density_sweep = load_sweep(RUNS_DIR / "density")
@@ -202,20 +202,20 @@ circle_uniformity = {tau: metrics.uniformity(z).item() for tau, z in density.ite
 print(f"uniform circle {uniform_circle:.3f}; this run:",
       {tau: round(u, 3) for tau, u in circle_uniformity.items()})
 
-# %%
+# %% tags=[]
 for tau, z in density.items():
     fig = pe.plot_sphere_density(z[pick], density_labels[pick],
                                  title=f"2-D embedding, τ = {tau}: uniformity "
                                        f"{circle_uniformity[tau]:.3f} (uniform circle "
                                        f"{uniform_circle:.3f})")
 
-# %%
+# %% tags=[]
 fig = pe.plot_training_curves(
     {f"2-D, τ={row.temperature}": pd.DataFrame(density_sweep.run(row.run).history)
      for row in density_sweep.results.itertuples()}, ("uniformity", "positive_similarity"),
     title="2-D runs: bank-protocol uniformity (monitored epochs), training positive similarity")
 
-# %%
+# %% tags=[]
 # CLAIM (density): uniformity on the circle, τ_min > τ_max [test protocol]
 # NOT REPRODUCED in the committed quick run (τ=0.07: 0.44 < τ=1.0: 1.51), see above.
 print(f"claim holds: {circle_uniformity[t_lo] > circle_uniformity[t_hi]}", circle_uniformity)

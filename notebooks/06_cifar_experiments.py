@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 06 · The CIFAR-10 sweep: simple vs ordinary vs hard contrastive loss
 #
 # Reproduces §5.3–5.5 of Wang & Liu, *Understanding the Behaviour of Contrastive Loss*
@@ -22,7 +22,7 @@ RUNS_DIR = None  # sweep folder (sweep.json + runs); None: ../runs/quick (or the
 TRAIN_PROFILE = None  # e.g. "quick": train that profile's sweep into RUNS_DIR if it is missing
 DATA_ROOT = None  # dataset folder, only used when training (TRAIN_PROFILE or the fast mode)
 
-# %%
+# %% tags=[]
 import os
 
 import matplotlib.pyplot as plt
@@ -51,7 +51,7 @@ if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank prot
     print("no memory bank in this regime: every 'bank' protocol below shows the test protocol")
 print("settings:", sweep.config)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Every run
 #
 # Accuracies in percent (linear probe on frozen backbone features, 100 epochs in the quick
@@ -59,14 +59,14 @@ print("settings:", sweep.config)
 # protocol (the paper's; notebook 04 shows both protocols). Structural checks, in every mode:
 # one finished run per sweep entry, accuracies in [0, 100] and above 0, finite metrics.
 
-# %%
+# %% tags=[]
 runs = results.assign(linear_top1=100 * results["linear_top1"],
                       knn_top1=100 * results["knn_top1"])
 COLUMNS = ["run", "loss", "temperature", "linear_top1", "knn_top1", "uniformity_bank",
            "tolerance_bank", "penalty_entropy", "effective_negatives"]
 runs[COLUMNS].round(3)
 
-# %%
+# %% tags=[]
 assert sorted(results["run"]) == sorted(names), "one row per run of the sweep"
 assert np.isfinite(runs[COLUMNS[3:]].to_numpy(dtype=float)).all(), runs[COLUMNS]
 assert runs["linear_top1"].between(0, 100).all() and runs["knn_top1"].between(0, 100).all()
@@ -81,7 +81,7 @@ t_lo, t_hi = TAUS[0], TAUS[-1]
 assert list(hard.index) == TAUS and len(TAUS) >= 2
 print(f"τ grid {TAUS}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Table 1, paper | this run
 #
 # The paper's CIFAR-10 columns (ResNet-18, 200 epochs, all 50,000 images at 32×32; kNN from the
@@ -89,14 +89,14 @@ print(f"τ grid {TAUS}")
 # such τ). Uniformity and tolerance are the bank protocol's. Absolute accuracies are far apart
 # by design (a CPU-sized model and data set); compare orderings within each row.
 
-# %%
+# %% tags=[]
 table = table1_side_by_side(results, DATASET, protocol="bank")
 table.round(3)
 
-# %%
+# %% tags=[]
 print(table_to_markdown(table))
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Fig. 9: linear accuracy against τ, ordinary vs hard
 #
 # Paper (Fig. 9, CIFAR-10; the authors' full sweep): the ordinary loss rises from 76.10 %
@@ -106,27 +106,27 @@ print(table_to_markdown(table))
 # losses are horizontal lines (74.83 % and 84.84 %). Paper on the left axis (dashed), this run on
 # the right axis (solid).
 
-# %%
+# %% tags=[]
 fig = pe.plot_accuracy_vs_temperature(results, DATASET, metric="linear_top1",
                                       title="Fig. 9: linear top-1 vs τ (paper left, run right)")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # The same for the weighted kNN accuracy (the authors logged it in the Fig. 9 sweeps: 80.91 %
 # at τ = 0.07, 81.53 % at 0.1, then falling to 72.00 % at τ = 1.0 for the ordinary loss: kNN
 # prefers a smaller τ than the linear probe; the hard loss stays at 83.2–83.5 % for τ ≥ 0.3).
 
-# %%
+# %% tags=[]
 fig = pe.plot_accuracy_vs_temperature(results, DATASET, metric="knn_top1",
                                       title="kNN top-1 vs τ (paper left, this run right)")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim 1 (§5.5): the simple loss is worse than the ordinary loss at its best τ
 #
 # Paper (linear top-1, CIFAR-10): simple 74.83 % vs ordinary 83.27 % (τ = 0.3); CIFAR-100 39.31
 # vs 56.44, SVHN 70.83 vs 95.47, ImageNet-100 48.09 vs 75.10. Restricted to the nearest
 # negatives, the hard simple loss is competitive again (84.84 %). Asserted on linear accuracy.
 
-# %%
+# %% tags=[]
 # CLAIM 1: linear top-1, simple < max over τ of ordinary
 print("paper:", dict(pr.SIMPLE_VS_ORDINARY["cifar10"]))
 print(f"this run: simple {simple['linear_top1']:.2f} %, best ordinary "
@@ -135,7 +135,7 @@ print(f"this run: simple {simple['linear_top1']:.2f} %, best ordinary "
 if not FAST:
     assert simple["linear_top1"] < ordinary["linear_top1"].max()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim 2 (§5.3): the ordinary loss is best at an intermediate or low τ
 #
 # Paper: "a reverse-U shape", best at τ = 0.2 or 0.3 (83.78 % / 83.27 % on CIFAR-10, against
@@ -144,7 +144,7 @@ if not FAST:
 # on linear accuracy: the best τ of this run's grid is not its largest one. Whether it is
 # intermediate (the full reverse U) or the smallest one is printed.
 
-# %%
+# %% tags=[]
 # CLAIM 2: linear top-1 of the ordinary loss peaks below the largest τ of the grid
 best = ordinary["linear_top1"].idxmax()
 shape = ("intermediate (reverse U)" if t_lo < best < t_hi else
@@ -154,7 +154,7 @@ print("kNN:", {t: round(v, 2) for t, v in ordinary["knn_top1"].items()})
 if not FAST:
     assert best < t_hi, f"ordinary loss best at the largest τ={best}"
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Claim 3 (Fig. 9): at a large τ the hard loss beats the ordinary loss
 #
 # Paper (CIFAR-10, linear top-1): at τ = 1.0 hard 84.19 % vs ordinary 82.21 %; at τ = 0.7
@@ -162,7 +162,7 @@ if not FAST:
 # uniformity at any τ, so a large τ only adds tolerance. Asserted on linear accuracy at the
 # largest τ of the grid: hard ≥ ordinary.
 
-# %%
+# %% tags=[]
 # CLAIM 3: linear top-1 at τ_max, hard >= ordinary
 print("paper τ=1.0:", pr.FIG9_LINEAR[("cifar10", "hard")][1.0], "vs",
       pr.FIG9_LINEAR[("cifar10", "info_nce")][1.0])
@@ -171,7 +171,7 @@ print(pd.DataFrame({"ordinary": ordinary["linear_top1"], "hard": hard["linear_to
 if not FAST:
     assert hard.loc[t_hi, "linear_top1"] >= ordinary.loc[t_hi, "linear_top1"]
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # In the committed quick run claims 1–3 hold: simple 41.80 % < best ordinary 44.08 %
 # (τ = 0.3); the ordinary loss traces the reverse U (42.05 / 44.08 / 42.56 % at τ = 0.07 / 0.3 /
 # 1.0); the hard loss improves with τ and beats the ordinary one at τ = 1.0 (47.15 vs 42.56 %),
@@ -190,31 +190,31 @@ if not FAST:
 # / 4.5 / 8.2 / 8.3 at τ = 0.05 / 0.1 / 0.5 / 1.0). Asserted: the ordinary loss's entropy rises
 # with τ along the grid.
 
-# %%
+# %% tags=[]
 fig = pe.plot_metrics_vs_temperature(results, ("penalty_entropy", "effective_negatives"),
                                      DATASET, title="penalty entropy (Eq. 5) of the trained "
                                                     "models, test set")
 
-# %%
+# %% tags=[]
 # CLAIM (Eq. 5): penalty entropy of the ordinary loss increases with τ
 print({t: round(v, 3) for t, v in ordinary["penalty_entropy"].items()})
 print({t: round(v, 1) for t, v in ordinary["effective_negatives"].items()})
 if not FAST:
     assert (np.diff(ordinary["penalty_entropy"]) > 0).all()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Cost of every run
 #
 # Wall time of pre-training plus evaluation (linear probe included) as recorded by the sweep
 # (`sweep_run.json`), on the machine that produced the committed run (2 CPU cores for the quick
 # profile).
 
-# %%
+# %% tags=[]
 cost = results[["run", "epochs", "wall_time_s"]].assign(wall_time_min=results["wall_time_s"] / 60)
 print(f"sum {cost['wall_time_s'].sum() / 60:.1f} min over {len(cost)} runs; the profile trains "
       f"{get_profile(PROFILE).workers} run(s) at a time")
 cost.round(2)
 
-# %%
+# %% tags=[]
 assert (cost["wall_time_s"].dropna() > 0).all()
 assert (results["epochs"] == sweep.config.epochs).all()

@@ -39,7 +39,7 @@ def test_projection_heads():
     assert [type(m) for m in mlp.net] == [nn.Linear, nn.ReLU, nn.Linear]
     assert mlp.net[0].out_features == 64  # hidden defaults to in_dim (SimCLR)
     assert ProjectionHead(64, 32, kind="mlp", hidden_dim=100).net[0].out_features == 100
-    with pytest.raises(ValueError, match="valid options: linear, mlp, bn_linear"):
+    with pytest.raises(ValueError, match="head.*linear, mlp, bn_linear.*bogus"):
         ProjectionHead(64, 32, kind="bogus")
 
 
@@ -57,7 +57,7 @@ def test_build_model_resnet_and_errors():
     model = build_model()
     assert model.feature_dim == 512 and isinstance(model.head.net, nn.Linear)
     assert model.head.net.out_features == 128
-    with pytest.raises(ValueError, match="valid options: resnet18, convnet"):
+    with pytest.raises(ValueError, match="model.*resnet18, convnet.*vgg"):
         build_model("vgg")
     with pytest.raises(ValueError, match="in_dim"):
         ContrastiveModel(ConvNet((4, 4, 4, 4)), ProjectionHead(8, 4))

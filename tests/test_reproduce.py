@@ -102,9 +102,6 @@ def test_reproduce_passes_only_runs_dir_and_trains_nothing_twice(tmp_path, monke
     assert given[-1] == {"RUNS_DIR": str(runs.resolve())}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: study/runs.py density_spec sets subset=200 for the "
-                   "smoke profile whatever the sweep's subset (reproduce --subset 30 on a "
-                   "30-image folder trains the sweep, then fails)")
 def test_density_study_fits_a_small_subset():
     from cl_analysis.study.runs import density_spec
 

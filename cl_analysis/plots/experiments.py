@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cl_analysis._checks import check_choice
-from cl_analysis.study import paper_results as pr
 from cl_analysis.registry import LOSSES as _LOSSES
 from cl_analysis.registry import TAU_FREE_LOSSES as _TAU_FREE
+from cl_analysis.study import paper_results as pr
 
 __all__ = [
     "plot_embedding_2d", "plot_uniformity_tolerance", "plot_ordinary_vs_hard",

@@ -8,9 +8,8 @@ import numpy as np
 
 from cl_analysis._checks import check_choice
 from cl_analysis.plots.experiments import _column, _percent
-from cl_analysis.study import paper_results as pr
-from cl_analysis.registry import LOSSES as _LOSSES
 from cl_analysis.registry import TAU_FREE_LOSSES as _TAU_FREE
+from cl_analysis.study import paper_results as pr
 
 __all__ = ["table1_side_by_side", "table_to_markdown", "table_to_html"]
 

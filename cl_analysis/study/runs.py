@@ -138,7 +138,8 @@ class SweepRuns:
 
     def results_by_protocol(self):
         """``results`` with the ``*_bank`` columns filled from the test protocol when the regime
-        has no memory bank (SimCLR), so the paper's figures can be drawn for either regime."""
+        has no memory bank (SimCLR), so the paper's figures can be drawn for either regime.
+        """
         df = self.results.copy()
         if not self.has_bank:
             for col in ("uniformity", "tolerance", "positive_similarity", "penalty_entropy",
@@ -193,7 +194,8 @@ def density_spec(spec: SweepSpec) -> SweepSpec:
     temps = spec.grid.temperatures
     smoke = spec.profile == "smoke"
     base = spec.base.replace(embedding_dim=2, epochs=1 if smoke else 20, lr_milestones=(),
-                             warmup_epochs=0, subset=200 if smoke else 2000,
+                             warmup_epochs=0,
+                             subset=min(200 if smoke else 2000, spec.base.subset or 10**9),
                              linear_probe=False, knn_every=1 if smoke else 5)
     grid = SweepGrid(losses=("info_nce",), temperatures=(min(temps), max(temps)),
                      seeds=spec.grid.seeds[:1])
