@@ -190,7 +190,7 @@ def test_missing_root_unknown_name_and_other_refusals(tmp_path):
              f"leave --data-root out to download cifar10 into {default_data_root()}")
     _refused("imagefolder", missing, "does not exist", "root/train/<class>/")
     assert not missing.exists()  # a typo in --data-root never starts a download there
-    _refused("imagenet9000", None, "unknown dataset 'imagenet9000'",
+    _refused("imagenet9000", None, "'imagenet9000'",
              "cifar10, cifar100, svhn, imagefolder")
     _refused("imagefolder", None, "--dataset imagefolder needs --data-root")
     (tmp_path / "file").write_text("x")
