@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .study.provenance import git_commit
+
 __all__ = ["build_book", "book_provenance", "REQUIRED_PROVENANCE", "DATA_SOURCE"]
 
 DATA_SOURCE = "CIFAR-10 (JPEG export)"
@@ -52,18 +54,6 @@ _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _WIDGET_NOTE = ("*(Interactive widget: open the notebook in Jupyter to use it; the static "
                 "figure beside it shows the same.)*")
 _PAGES = ("ledger", "table1", "reproduce")
-
-
-def _git_commit(start: Path) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(start), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
-        dirty = subprocess.run(["git", "-C", str(start), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return out.strip() + (" (with uncommitted changes)" if dirty.strip() else "")
 
 
 def book_provenance(profile: str, seeds: Sequence[int], device: str, threads: int, *,
@@ -86,7 +76,7 @@ def book_provenance(profile: str, seeds: Sequence[int], device: str, threads: in
 
     from . import __version__
 
-    return {"package_version": __version__, "git_commit": _git_commit(Path(__file__).parent),
+    return {"package_version": __version__, "git_commit": git_commit(),
             "profile": profile, "seeds": [int(s) for s in seeds], "device": device,
             "threads": int(threads), "torch_version": torch.__version__,
             "data_source": data_source, "date": date}

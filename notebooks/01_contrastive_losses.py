@@ -27,10 +27,12 @@ import os
 
 import torch
 
+from cl_analysis.study.provenance import provenance, provenance_text
 from cl_analysis import losses, toy
 from cl_analysis.plots import analysis as pa
 
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
+print(provenance_text(provenance()))  # package version, commit, torch, date
 if FAST:
     PER_CLASS, STEPS = 12, 100
 torch.manual_seed(SEED)

@@ -23,10 +23,12 @@ import os
 
 import torch
 
+from cl_analysis.study.provenance import provenance, provenance_text
 from cl_analysis import gradients, losses, toy
 from cl_analysis.plots import analysis as pa
 
 FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
+print(provenance_text(provenance()))  # package version, commit, torch, date
 if FAST:
     N_ANCHORS, NUM_NEGATIVES = 16, 512
 torch.manual_seed(SEED)

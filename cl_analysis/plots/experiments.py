@@ -57,7 +57,10 @@ def _column(frame, metric: str, protocol: str) -> str:
 
 
 def _run_points(results, dataset: str, loss: str, metric: str, protocol: str = "auto"):
-    """{regime: (temperatures, values)} of this run, sorted by τ, NaN values dropped."""
+    """{regime: (temperatures, mean, std)} of this run over seeds, sorted by τ, NaN dropped.
+
+    ``std`` is the seed-to-seed standard deviation (ddof = 1; NaN with one seed).
+    """
     out = {}
     if results is None or len(results) == 0:
         return out
@@ -66,12 +69,18 @@ def _run_points(results, dataset: str, loss: str, metric: str, protocol: str = "
     if column not in frame:
         return out
     for regime, group in frame.groupby("regime", sort=True):
-        group = group[group[column].notna()].sort_values("temperature")
-        values = group[column].to_numpy(dtype=float)
+        group = group[group[column].notna()]
+        if group.empty:
+            continue
+        key = group["temperature"].fillna(-1.0)  # τ-free losses: one group
+        stats = group.groupby(key)[column].agg(["mean", "std"]).sort_index()
+        temps = stats.index.to_numpy(dtype=float).copy()
+        temps[temps == -1.0] = np.nan
+        mean, std = stats["mean"].to_numpy(dtype=float), stats["std"].to_numpy(dtype=float)
         if metric.endswith("top1"):
-            values = _percent(values)
-        if len(values):
-            out[regime] = (group["temperature"].to_numpy(dtype=float), values)
+            scale = 100.0 if np.nanmax(mean) <= 1.0 else 1.0
+            mean, std = mean * scale, std * scale
+        out[regime] = (temps, mean, std)
     return out
 
 
@@ -91,11 +100,20 @@ def _paper_points(dataset: str, loss: str, metric: str):
     return np.array([]), np.array([])
 
 
-def _draw(ax, temps, values, loss: str, label: str, paper: bool, marker: str = "o") -> None:
+def _draw(ax, temps, values, loss: str, label: str, paper: bool, marker: str = "o",
+          spread=None) -> None:
+    """One curve; ``spread`` (seed-to-seed std, same shape) draws error bars / a band."""
     style = dict(color=LOSS_COLORS.get(loss, "k"), label=label, **(_PAPER if paper else {}))
+    has_spread = spread is not None and np.isfinite(spread).any()
     if loss in _TAU_FREE or np.isnan(temps).all():
-        ax.axhline(float(np.nanmean(values)), lw=1.2, **{k: v for k, v in style.items()
-                                                         if k != "mfc"})
+        mean = float(np.nanmean(values))
+        ax.axhline(mean, lw=1.2, **{k: v for k, v in style.items() if k != "mfc"})
+        if has_spread:
+            sd = float(np.nanmax(spread))
+            ax.axhspan(mean - sd, mean + sd, color=style["color"], alpha=0.12, lw=0)
+    elif has_spread:
+        ax.errorbar(temps, values, yerr=np.nan_to_num(spread), marker=marker, ms=4, capsize=2,
+                    **style)
     else:
         ax.plot(temps, values, marker=marker, ms=4, **style)
 
@@ -108,9 +126,9 @@ def _metric_panel(ax, results, dataset, losses, metric, paper, protocol, ax_run=
             t, v = _paper_points(dataset, loss, metric)
             if len(v):
                 _draw(ax, t, v, loss, f"{name} (paper)", paper=True)
-        for regime, (t, v) in _run_points(results, dataset, loss, metric, protocol).items():
+        for regime, (t, v, sd) in _run_points(results, dataset, loss, metric, protocol).items():
             _draw(ax_run, t, v, loss, f"{name} (this run, {regime})", paper=False,
-                  marker="s" if regime == "simclr" else "o")
+                  marker="s" if regime == "simclr" else "o", spread=sd)
     ax.set_xlabel("temperature τ")
     ax.set_ylabel(_METRIC_NAMES.get(metric, metric))
 

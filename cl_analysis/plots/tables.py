@@ -28,7 +28,7 @@ def _run_cell(frame, loss: str, temperature, column: str) -> float:
     if loss not in _TAU_FREE:
         rows = rows[np.isclose(rows["temperature"].astype(float), temperature)]
     values = rows[column].dropna() if column in rows else []
-    return float(values.iloc[0]) if len(values) else math.nan
+    return float(values.mean()) if len(values) else math.nan  # the mean over seeds
 
 
 def table1_side_by_side(results, dataset: str = "cifar10", regime: str | None = None,

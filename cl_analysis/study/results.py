@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["GROUP_COLUMNS", "METRIC_COLUMNS", "aggregate"]
+__all__ = ["GROUP_COLUMNS", "METRIC_COLUMNS", "aggregate", "seed_means"]
 
 GROUP_COLUMNS = ("dataset", "regime", "loss", "temperature")
 METRIC_COLUMNS = (
@@ -94,3 +94,26 @@ def aggregate(results, metrics: tuple[str, ...] | None = None):
     out = out.sort_values(["dataset", "regime", "loss", "temperature"], na_position="last",
                           kind="stable").reset_index(drop=True)
     return out
+
+
+def seed_means(results):
+    """The results table with the seeds folded: one row per configuration, metric means.
+
+    Same columns as ``results`` (so tables and plots written for one seed work unchanged),
+    metric columns replaced by their mean over seeds; ``run`` names the first seed's run, ``seed``
+    is the first seed and ``n_seeds`` counts them. The spread lives in :func:`aggregate` and the
+    claims (:mod:`cl_analysis.study.claims`).
+
+    Raises:
+        ValueError: as :func:`aggregate`.
+    """
+    agg = aggregate(results)
+    out = results.drop_duplicates(subset=list(GROUP_COLUMNS)).copy()
+    keyed = agg.set_index(list(GROUP_COLUMNS))
+    for col in METRIC_COLUMNS:
+        if col in out.columns and f"{col}_mean" in keyed.columns:
+            out[col] = [keyed.loc[tuple(k), f"{col}_mean"] for k in
+                        out[list(GROUP_COLUMNS)].itertuples(index=False)]
+    out["n_seeds"] = [int(keyed.loc[tuple(k), "n_seeds"]) for k in
+                      out[list(GROUP_COLUMNS)].itertuples(index=False)]
+    return out.reset_index(drop=True)

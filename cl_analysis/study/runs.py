@@ -189,7 +189,7 @@ def density_spec(spec: SweepSpec) -> SweepSpec:
     """The 2-D embedding study of notebook 05 derived from a sweep: ordinary loss, τ_min and τ_max.
 
     Same data, model and regime as ``spec``; ``embedding_dim=2``, 20 epochs (1 for the smoke
-    profile) on 2,000 images (200), no linear probe, first seed only.
+    profile) on 2,000 images (200), no linear probe, every seed of the sweep.
     """
     temps = spec.grid.temperatures
     smoke = spec.profile == "smoke"
@@ -198,7 +198,7 @@ def density_spec(spec: SweepSpec) -> SweepSpec:
                              subset=min(200 if smoke else 2000, spec.base.subset or 10**9),
                              linear_probe=False, knn_every=1 if smoke else 5)
     grid = SweepGrid(losses=("info_nce",), temperatures=(min(temps), max(temps)),
-                     seeds=spec.grid.seeds[:1])
+                     seeds=spec.grid.seeds)
     return SweepSpec(base, grid, spec.profile)
 
 
