@@ -145,6 +145,7 @@ class ReproduceArgs:
     config: str | None = None  # JSON/YAML base config; flags override it
     runs: str | None = None  # sweep folder, reused when it exists; None: runs/<profile>
     notebooks: str | None = None  # folder of the NN_*.ipynb notebooks; None: the checkout's
+    book: bool = True  # build the HTML book (reports/book/html/index.html) at the end
     progress: bool = True  # tqdm progress bars
 
 
@@ -294,7 +295,7 @@ def _reproduce(args: ReproduceArgs) -> int:
     _check_out(args.out)
     _check_out(str(runs))
     written = reproduce(spec, runs, args.out, workers=args.workers,
-                        notebook_dir=args.notebooks, progress=args.progress)
+                        notebook_dir=args.notebooks, progress=args.progress, book=args.book)
     for line in written:
         print(line)
     return 0

@@ -9,7 +9,7 @@
 # sphere. All code lives in `cl_analysis`; this notebook sets parameters, calls the package,
 # plots, and asserts the paper's claims.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 SEED = 0
 FAST = False
 N_CLASSES = 4
@@ -21,9 +21,17 @@ TAUS = [0.1, 0.2, 0.5, 1.0]
 K_HARD = 8
 SIMILARITY = "bank"
 
+# %% tags=["remove-cell"]
+# Test plumbing, hidden in the book: nbval cannot inject parameters, so CI sets CL_FAST=1 to
+# select the fast mode (smaller toy problems, same claims).
+import os
+
+FAST = FAST or os.environ.get("CL_FAST") == "1"
+if FAST:
+    PER_CLASS, STEPS = 12, 100
+
 # %% tags=[]
 import math
-import os
 
 import torch
 
@@ -31,12 +39,10 @@ from cl_analysis.study.provenance import provenance, provenance_text
 from cl_analysis import losses, toy
 from cl_analysis.plots import analysis as pa
 
-FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
 print(provenance_text(provenance()))  # package version, commit, torch, date
-if FAST:
-    PER_CLASS, STEPS = 12, 100
 torch.manual_seed(SEED)
-print(f"FAST={FAST}: {N_CLASSES} classes x {PER_CLASS} points, {STEPS} steps, τ in {TAUS}")
+print(f"{N_CLASSES} classes x {PER_CLASS} points, {STEPS} steps, τ in {TAUS}"
+      + (" (fast mode)" if FAST else ""))
 
 # %% [markdown] tags=[]
 # ## 1. The losses on a hand-made similarity matrix
@@ -50,8 +56,7 @@ print(f"FAST={FAST}: {N_CLASSES} classes x {PER_CLASS} points, {STEPS} steps, τ
 # $$\lim_{\tau\to0^+}\tau\mathcal{L}(x_i) = \max(s_{max}-s_{i,p}, 0)\quad\text{(Eq. 6)},$$
 # and the hard loss (Eq. 9) keeps only the $k$ most similar negatives in the denominator.
 
-# %% tags=[]
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 S = torch.tensor([[0.9, 0.2, -0.1, 0.4, -0.5],
                   [0.1, 0.8, 0.7, -0.3, 0.0],
                   [-0.2, 0.3, 0.6, 0.75, 0.1]], dtype=torch.float64)
@@ -69,7 +74,9 @@ values = {
 # %% [markdown] tags=[]
 # **Claim (Eq. 1, 3, 6).** The package's losses equal the formulas written out by hand: the
 # log-sum-exp form of Eq. 1, Eq. 3 with λ = 1/(M−1) (the mean over negatives), and the hinge of
-# Eq. 6. The hard loss with all M−1 negatives is the ordinary loss.
+# Eq. 6. The hard loss with all M−1 negatives is the ordinary loss. The bar chart after the check
+# shows each loss's value on S; a black diamond marks the hand-written formula where there is one,
+# and it sits at the end of its bar.
 
 # %% tags=[]
 s_pos = S.gather(1, pos[:, None]).squeeze(1)
@@ -128,8 +135,7 @@ for name, (value, expected) in checks.items():
 # HCL (Robinson et al. 2021) losses reweight those negatives, SupCon uses class labels, and the
 # margin and triplet losses work on distances instead of a softmax.
 
-# %% tags=[]
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 angle1 = torch.tensor([0.0, 1.6, 3.0], dtype=torch.float64)  # three instances on the circle
 angle2 = angle1 + torch.tensor([0.5, -0.4, 0.7], dtype=torch.float64)  # their second views
 z1 = torch.stack([angle1.cos(), angle1.sin()], 1)  # (N, 2), unit norm
@@ -149,7 +155,10 @@ embedding_values = {
 
 # %% [markdown] tags=[]
 # **Claim.** NT-Xent is the contrastive loss (Eq. 1) on SimCLR's similarity matrix, and HCL /
-# the debiased loss reduce to it without reweighting (β = τ⁺ = 0).
+# the debiased loss reduce to it without reweighting (β = τ⁺ = 0). The bar chart shows the six
+# embedding losses on the three hand-made pairs of views; their scales differ (the softmax losses
+# are log-probabilities, the margin and triplet losses squared or hinged distances), so the bars
+# show each loss's value, not a ranking of the losses.
 
 # %% tags=[]
 nt = embedding_values["nt_xent"]
@@ -189,6 +198,11 @@ for name, (value, expected) in collapsed_embeddings.items():
 # projected gradient descent (`toy.optimise_embedding`; memory-bank similarity as in the paper,
 # bank momentum 0.5). The gradients of Eq. 1 scale like 1/τ (Eq. 4), so τ-losses step with
 # lr·τ: we compare the geometry each loss prefers, not step sizes.
+#
+# The first figure shows the first view of every instance before training ("initial") and the
+# final embeddings of each loss, coloured by class, with the faint paths the points took. The
+# second shows the training curves, each rescaled to the share of its total decrease still to
+# come (1 at the first step, 0 at the last), so losses of different scales share one axis.
 
 # %% tags=[]
 circle = toy.make_toy_dataset(N_CLASSES, PER_CLASS, dim=2, noise=NOISE, seed=SEED)
@@ -210,6 +224,10 @@ assert all(run.losses[-1] < run.losses[0] for run in runs2.values()), "every los
 # points more uniformly (higher −L_uniformity, Eq. 10) than the simple loss, which has no
 # hardness-awareness and keeps same-class points closer (higher tolerance, Eq. 11). Tolerance
 # grows with τ.
+#
+# The scatter places every run by uniformity (x, larger is more uniform) and tolerance (y, the
+# mean cosine between same-class points): hardness-aware runs lie to the right, the simple loss
+# higher up.
 
 # %% tags=[]
 low, high = f"info_nce τ={TAUS[0]}", f"info_nce τ={TAUS[-1]}"
@@ -237,7 +255,8 @@ assert m2["hard_simple"]["uniformity"] > m2["simple"]["uniformity"] + 0.03
 #
 # In 3-D there is room to spread: small τ reaches at least the uniformity of i.i.d. uniform
 # points on the sphere, $-\log\mathbb{E}[e^{-2\|u-v\|^2}] = 4 - \log(\sinh 4 / 4)$, while the
-# simple loss stays below it.
+# simple loss stays below it. The figure shows the initial first views on the sphere and the final
+# embeddings of Eq. 1 at the smallest τ, the simple loss and HardSimple, coloured by class.
 
 # %% tags=[]
 sphere = toy.make_toy_dataset(N_CLASSES, PER_CLASS, dim=3, noise=NOISE, seed=SEED)
@@ -261,7 +280,8 @@ assert m3["hard_simple"]["uniformity"] > m3["simple"]["uniformity"] + 0.1
 #
 # The same data, every loss on the two views in-batch. NT-Xent follows exactly the trajectory of
 # Eq. 1 on SimCLR's similarity matrix. SupCon is supervised (it is told the classes), so it
-# collapses each class: the extreme of tolerance.
+# collapses each class: the extreme of tolerance. The scatter below adds the in-batch losses to
+# the uniformity-tolerance plane, next to two memory-bank runs of §4 for reference.
 
 # %% tags=[]
 embedding_runs = {
@@ -286,6 +306,12 @@ assert all(run.losses[-1] < run.losses[0] for run in runs_e.values())
 assert me["supcon"]["tolerance"] > 0.95
 assert me["supcon"]["tolerance"] > max(v["tolerance"] for k, v in me.items() if k != "supcon")
 assert min(me[k]["uniformity"] for k in ("nt_xent", "debiased", "hcl")) > uniform_sphere
+
+# %% [markdown] tags=[]
+# The final embeddings of four of these losses on the sphere, coloured by class: NT-Xent and HCL
+# spread the points over the whole sphere, SupCon gathers each class into a tight cluster (it is
+# told the labels), and the triplet loss, which stops pushing a negative once the positive beats
+# it by the margin, leaves same-class points closer together than NT-Xent and HCL do.
 
 # %% tags=[]
 fig = pa.plot_sphere_embeddings({k: runs_e[k] for k in ("nt_xent", "hcl", "supcon", "triplet")},

@@ -8,7 +8,7 @@
 # Eq. 8 fixes by hand. All code lives in `cl_analysis`; this notebook sets parameters, calls the
 # package, plots, and asserts the paper's claims.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 SEED = 0
 FAST = False
 N_CLASSES = 8
@@ -21,28 +21,36 @@ TAU_TRUNC = [0.02, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0, 5.0]
 ALPHA = 0.0819
 NUM_NEGATIVES = 4096
 
-# %% tags=[]
-import math
+# %% tags=["remove-cell"]
+# Test plumbing, hidden in the book: nbval cannot inject parameters, so CI sets CL_FAST=1 to
+# select the fast mode (fewer points and negatives, same claims).
 import os
 
+FAST = FAST or os.environ.get("CL_FAST") == "1"
+if FAST:
+    PER_CLASS, NUM_NEGATIVES = 16, 512
+
+# %% tags=[]
+import math
+
 import torch
+
+from myst_nb import glue
 
 from cl_analysis.study.provenance import provenance, provenance_text
 from cl_analysis import gradients, losses, toy
 from cl_analysis.plots import analysis as pa
 
-FAST = FAST or os.environ.get("CL_FAST") == "1"  # nbval cannot inject parameters; CI sets CL_FAST
 print(provenance_text(provenance()))  # package version, commit, torch, date
-if FAST:
-    PER_CLASS, NUM_NEGATIVES = 16, 512
 torch.manual_seed(SEED)
 data = toy.make_toy_dataset(N_CLASSES, PER_CLASS, dim=DIM, noise=NOISE, seed=SEED)
 S = losses.cosine_similarity(data.views[0], data.views[1]).double()  # (N, N), float64 for large τ
 pos = torch.arange(S.shape[0])
 N, M = S.shape
 mean_negative = (S.sum() - S.diag().sum()) / (N * M - N)
-print(f"FAST={FAST}: similarity {N} x {M} from {N_CLASSES} classes in {DIM}-D; "
-      f"mean positive {S.diag().mean():.2f}, mean negative {mean_negative:.2f}")
+print(f"similarity {N} x {M} from {N_CLASSES} classes in {DIM}-D; "
+      f"mean positive {S.diag().mean():.2f}, mean negative {mean_negative:.2f}"
+      + (" (fast mode)" if FAST else ""))
 
 # %% [markdown] tags=[]
 # ## 1. τ → 0: the loss becomes a triplet loss on the nearest negative (Eq. 6)
@@ -61,6 +69,10 @@ print(f"FAST={FAST}: similarity {N} x {M} from {N_CLASSES} classes in {DIM}-D; "
 #
 # **Claim.** That gap shrinks like $\mathrm{Var}_k(s_{i,k})/(2\tau)$, the next term of the Taylor
 # expansion the paper truncates.
+#
+# The figure shows both gaps against τ on log-log axes, averaged over anchors: left, the distance
+# from the τ → 0 limit with its bound τ log M (dashed); right, the distance from the τ → ∞ limit
+# with the asymptote Var(s)/2τ (dashed). Each gap vanishes at its end of the τ axis.
 
 # %% tags=[]
 gaps = toy.limit_gaps(S, pos, sorted(set(TAU_SMALL + TAU_LARGE)))
@@ -114,6 +126,10 @@ print(f"k = {k} of M - 1 = {M - 1} negatives (α = {ALPHA})")
 # the top-k negatives, so truncation changes little; as τ grows the penalty spreads toward the
 # uniform share k/(M−1), and truncation is what keeps the loss focused on hard negatives. The
 # total-variation distance between r and its truncation is exactly 1 − (mass on the top-k).
+#
+# The figure shows, against τ, the share of the penalty on the k hardest negatives (blue) and the
+# total-variation distance between r and its truncation (red): the two mirror each other, near 1
+# and 0 at small τ and crossing over as τ grows.
 
 # %% tags=[]
 sweep = toy.penalty_sweep(S, pos, TAU_TRUNC, k=k)
@@ -139,11 +155,18 @@ assert torch.all(diff >= 0) and torch.all(diff.diff() > 0)
 assert diff[0] < 1e-3
 print(f"L - L_hard: {diff[0]:.1e} at τ={TAU_TRUNC[0]}, {diff[-1]:.2f} at τ={TAU_TRUNC[-1]}")
 
-# %% [markdown] tags=[]
-# The same on Fig. 3's uniform similarities: r (solid) against its top-k truncation (dashed). At
-# τ = 0.07 about 90 % of r already lies on the top-k, so the curves nearly coincide; at τ = 1 the
-# truncation discards over 80 % of the penalty mass and renormalises the rest.
-
 # %% tags=[]
 S_u, pos_u = toy.sample_similarities(1, NUM_NEGATIVES, seed=SEED)
-fig = pa.plot_truncated_ratio(S_u, pos_u, [0.07, 0.3, 1.0], k=math.ceil(ALPHA * NUM_NEGATIVES))
+k_u = math.ceil(ALPHA * NUM_NEGATIVES)
+mass_u = toy.penalty_sweep(S_u, pos_u, [0.07, 1.0], k=k_u)["topk_mass"]
+glue("topk_mass_007", float(mass_u[0]), display=False)
+glue("topk_discarded_1", float(1 - mass_u[1]), display=False)
+
+# %% [markdown] tags=[]
+# The same on Fig. 3's uniform similarities: r (solid) against its top-k truncation (dashed), one
+# panel per τ. At τ = 0.07, {glue:text}`topk_mass_007:.0%` of r already lies on the top-k, so the
+# curves nearly coincide; at τ = 1 the truncation discards {glue:text}`topk_discarded_1:.0%` of
+# the penalty mass and renormalises the rest.
+
+# %% tags=[]
+fig = pa.plot_truncated_ratio(S_u, pos_u, [0.07, 0.3, 1.0], k=k_u)

@@ -35,6 +35,9 @@ from scipy.special import i0
 from cl_analysis import metrics
 from cl_analysis.plots import experiments as pe
 from cl_analysis.study import paper_results as pr
+from IPython.display import Markdown
+from myst_nb import glue
+
 from cl_analysis.study.claims import VERDICTS, Ledger, Measured
 from cl_analysis.study.results import seed_means
 from cl_analysis.study.provenance import provenance, provenance_text
@@ -116,6 +119,7 @@ for metric, word in (("uniformity", "more uniform"), ("tolerance", "less toleran
         paper={"τ=0.07": {"uniformity": 3.86, "tolerance": 0.04}[metric],
                "τ=0.3": {"uniformity": 3.60, "tolerance": 0.178}[metric]})
     print(claim.summary())
+    glue(claim.id.split(":")[1], Markdown(claim.summary()), display=False)
 
 # %% [markdown] tags=[]
 # ## Fig. 8: local separation per τ
@@ -131,10 +135,10 @@ for metric, word in (("uniformity", "more uniform"), ("tolerance", "less toleran
 #    0.5 / 0.7 / 1.0).
 #
 # Both are **asserted on the bank protocol** (the authors'), with means over all saved anchors
-# (the gap is pos minus the mean of n1 … n10); the test protocol is printed. In the committed
-# quick run both hold in both protocols, but at a much weaker level of instance discrimination
-# than the paper's: the nearest negative is on average *more* similar than the positive (n1 >
-# pos) at every τ, so the gap is near zero at τ = 0.07 and negative above it.
+# (the gap is pos minus the mean of n1 … n10); the test protocol is printed. This run:
+# {glue:md}`fig8-gap`; {glue:md}`fig8-pos`. Compare `n1` with `pos` in the table: at quick scale
+# instance discrimination is much weaker than the paper's, and the nearest negative can be as
+# similar as the positive.
 
 # %% tags=[]
 BANK_KEY = "local_separation_bank" if sweep.has_bank else "local_separation"
@@ -185,6 +189,7 @@ for claim in (
                    larger=separation(t_hi, "pos"), smaller=separation(t_lo, "pos"),
                    paper=dict(pr.POSITIVE_SIMILARITY_CIFAR100))):
     print(claim.summary())
+    glue(claim.id.split(":")[1], Markdown(claim.summary()), display=False)
 
 # %% [markdown] tags=[]
 # ## The embedding on the circle (Wang & Isola 2020 style)
@@ -201,11 +206,10 @@ for claim in (
 # reference, points uniform on the circle give 4 − log I₀(4) ≈ 1.575. Measured on the test
 # protocol (all test projections).
 #
-# **In the committed quick run this claim does not hold**: the τ = 0.07 run crowds its 2-D
-# embeddings (test uniformity 0.44; its bank-protocol monitor fell from 0.95 at epoch 10 to 0.45
-# at epoch 20 while the training positive similarity rose to 0.96), whereas the τ = 1.0 run is
-# close to uniform (1.51 of 1.575). It resembles the crowded early phase of the 128-d low-τ runs
-# (notebook 04), which in 2-D does not end within these 20 epochs. The assert of the claim is
+# **This run**: {glue:md}`density`. In the quick profile the claim does not hold: the smallest-τ
+# run crowds its 2-D embeddings while the largest-τ run is close to uniform (see the figures and
+# the training curves), like the crowded early phase of the 128-d low-τ runs (notebook 04), which
+# in 2-D does not end within these 20 epochs. The assert of the claim is
 # recorded in the ledger below with its numbers (✗ where it does not hold).
 #
 # **Why.** It is not the run length: an 80-epoch 2-D run at τ = 0.07 still ended at 0.66, and
@@ -261,6 +265,7 @@ claim = ledger.compare(
     if_not="a circle cannot hold thousands of instances apart: at an extremely small τ the "
            "penalty falls on the nearest one or two negatives and the embedding crowds (§3.2)")
 print(claim.summary())
+glue(claim.id.split(":")[1], Markdown(claim.summary()), display=False)
 for tau, z in density.items():
     assert z.shape == (len(density_labels), 2) and torch.isfinite(z).all(), tau
     assert torch.allclose(z.norm(dim=1), torch.ones(1), atol=5e-3), tau  # stored in float16
@@ -272,8 +277,6 @@ for tau, z in density.items():
 # ✓ holds, ≈ within noise, ✗ does not hold at this scale (rule: `cl_analysis.study.claims`).
 
 # %%
-from IPython.display import Markdown
-
 Markdown(ledger.markdown())
 
 # %%

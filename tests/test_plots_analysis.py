@@ -96,14 +96,17 @@ def test_plot_gradient_check(row):
     assert isinstance(fig, Figure) and len(fig.axes[0].collections) == 2
 
 
-def test_plot_gradient_ratio_one_sorted_curve_per_tau(row):
+def test_plot_gradient_ratio_one_sorted_curve_per_row_and_tau(row):
     s, pos = row
     fig = pa.plot_gradient_ratio(s, pos, [0.07, 0.5, 1.0])
     ax = fig.axes[0]
     lines = ax.get_lines()
-    assert len(lines) == 3 and ax.get_yscale() == "log"
-    x, y = lines[0].get_xdata(), lines[0].get_ydata()
-    assert len(x) == 2 * 300 and (x[1:] >= x[:-1]).all() and (y > 0).all()
+    # one line per (τ, anchor): several rows are never joined into one zig-zag line
+    assert len(lines) == 3 * s.shape[0] and ax.get_yscale() == "log"
+    for line in lines:
+        x, y = line.get_xdata(), line.get_ydata()
+        assert len(x) == s.shape[1] - 1 and (x[1:] >= x[:-1]).all() and (y > 0).all()
+    assert len(ax.get_legend().get_texts()) == 3  # one legend entry per τ
     _, ax2 = plt.subplots()
     assert pa.plot_gradient_ratio(s, pos, [0.2], log=False, ax=ax2) is ax2.figure
 
@@ -145,3 +148,11 @@ def test_plot_truncation_and_truncated_ratio(row):
     assert len(fig.axes) == 2 and all(len(ax.get_lines()) == 2 for ax in fig.axes)
     dashed = fig.axes[1].get_lines()[1].get_ydata()
     assert (dashed > 0).sum() == 2 * 30  # only the top-k of each row keep a penalty
+
+
+def test_plot_gradient_ratio_panels_one_panel_per_tau(row):
+    s, pos = row
+    fig = pa.plot_gradient_ratio_panels(s, pos, [0.05, 0.2, 1.0])
+    axes = [ax for ax in fig.axes if ax.get_lines()]
+    assert len(axes) == 3
+    assert all("τ = " in ax.get_title() for ax in axes)

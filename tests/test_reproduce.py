@@ -62,11 +62,13 @@ def test_reproduce_passes_only_runs_dir_and_trains_nothing_twice(tmp_path, monke
 
     monkeypatch.setattr(reproduce, "execute_notebooks", record_execute)
     monkeypatch.setattr(papermill, "execute_notebook", fake_papermill)
+    # the faked notebooks write no claims and no outputs: an empty ledger, no book
+    monkeypatch.setattr("cl_analysis.study.claims.collect_ledger", lambda directory: [])
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     argv = ["reproduce", "--profile", "smoke", "--epochs", "1", "--regime", "simclr", "--seed",
             "3", "--dataset", "imagefolder", "--data-root", str(tree), "--subset", "30",
             "--batch-size", "10", "--device", "cpu", "--num-threads", "1", "--workers", "1",
-            "--runs", str(runs), "--out", str(reports), "--no-progress"]
+            "--runs", str(runs), "--out", str(reports), "--no-progress", "--no-book"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert "summary:" in capsys.readouterr().out
 

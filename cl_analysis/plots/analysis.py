@@ -27,6 +27,7 @@ __all__ = [
     "plot_gradient_check",
     "plot_gradient_ratio",
     "plot_penalty_entropy",
+    "plot_gradient_ratio_panels",
     "gradient_ratio_explorer",
     "plot_limit_gaps",
     "plot_truncation",
@@ -313,6 +314,46 @@ def plot_penalty_entropy(sweep: Mapping[str, object], num_negatives: int | None 
     return fig
 
 
+def _ratio_panel_title(similarity, positive, temperature: float, sep: str = ", ") -> str:
+    """Title of one τ panel: the largest r and the mean effective number of negatives exp H."""
+    r = _np(gradients.gradient_ratio(similarity, positive, temperature))
+    h = float(_np(gradients.effective_negatives(similarity, positive, temperature)).mean())
+    return f"τ = {temperature:.3g}: max r = {r.max():.3g}{sep}effective negatives = {h:.1f}"
+
+
+def plot_gradient_ratio_panels(similarity, positive, temperatures: Sequence[float],
+                               log: bool = True) -> Figure:
+    """Fig. 3 one τ per panel, each titled with max r and exp H: the static twin of the explorer.
+
+    The panels are what :func:`gradient_ratio_explorer` draws at each of ``temperatures``, on a
+    shared y axis so the panels compare; use it where widgets do not render (the static book).
+
+    Args:
+        similarity: ``(N, M)`` similarities.
+        positive: ``(N,)`` positive columns.
+        temperatures: τ values, one panel each (2 columns).
+        log: logarithmic y axis.
+
+    Returns:
+        Figure with ``len(temperatures)`` axes.
+    """
+    fig, axes = _grid(len(temperatures), 2, 2.9)
+    for i, (ax, tau) in enumerate(zip(axes, temperatures)):
+        plot_gradient_ratio(similarity, positive, [tau], log=log, ax=ax)
+        for line in ax.lines:
+            line.set_color(f"C{i % 10}")
+        ax.get_legend().remove()
+        ax.set_title(_ratio_panel_title(similarity, positive, tau, sep="\n"), fontsize=8)
+        if i % 2:
+            ax.set_ylabel("")
+    lo = min(ax.get_ylim()[0] for ax in axes)
+    hi = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(lo, hi)
+    fig.tight_layout()
+    return fig
+
+
 def gradient_ratio_explorer(similarity, positive, temperature: float = 0.2,
                             min_temperature: float = 0.01, max_temperature: float = 10.0):
     """Interactive Fig. 3: a log-τ slider redrawing r(s) for one τ (ipywidgets).
@@ -340,11 +381,7 @@ def gradient_ratio_explorer(similarity, positive, temperature: float = 0.2,
 
     def draw(temperature: float) -> None:
         fig = plot_gradient_ratio(similarity, positive, [temperature])
-        ax = fig.axes[0]
-        r = _np(gradients.gradient_ratio(similarity, positive, temperature))
-        h = float(_np(gradients.effective_negatives(similarity, positive, temperature)).mean())
-        ax.set_title(f"τ = {temperature:.3g}: max r = {r.max():.3g}, "
-                     f"effective negatives = {h:.1f}", fontsize=9)
+        fig.axes[0].set_title(_ratio_panel_title(similarity, positive, temperature), fontsize=9)
         figures.append(fig)
         del figures[:-1]  # keep only the latest figure alive
 
