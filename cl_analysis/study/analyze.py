@@ -177,7 +177,8 @@ def map_resnet_keys(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str, l
     if not found:
         raise ValueError(f"unknown checkpoint layout: no ResNet backbone keys (conv1.weight with "
                          f"layer1.0.conv1.weight, or lightly's 0.weight/1.running_mean) found; "
-                         f"{len(keys)} keys, first: {keys[:12]}")
+                         f"{len(keys)} keys, first: {keys[:12]}; a cl-analysis run of "
+                         f"another model (e.g. convnet) is analysed with --run DIR")
     copies = re.compile(r"momentum|target|teacher|ema")
     found.sort(key=lambda f: (bool(copies.search(f[0])), len(f[0])))
     prefix, layout, index = found[0]
