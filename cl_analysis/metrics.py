@@ -446,6 +446,35 @@ def knn_accuracy(
     hit = (ranked == y.to(ranked.device)[:, None]).any(dim=1)
     return hit.double().mean()
 
+
+def per_class_accuracy(predictions: Tensor, labels: Tensor,
+                       num_classes: int | None = None) -> list[float | None]:
+    """Accuracy of each class: the fraction of its rows predicted as it (recall per class).
+
+    For long-tailed data, where the mean accuracy hides the tail (issue 11 §3).
+
+    Args:
+        predictions: (T,) int predicted labels.
+        labels: (T,) int true labels.
+        num_classes: C; max label + 1 when None.
+
+    Returns:
+        C entries, a fraction in [0, 1] per class, None for a class without rows.
+
+    Raises:
+        ValueError: on shapes that differ or non-integer labels.
+    """
+    pred = torch.as_tensor(predictions)
+    y = _labels("labels", torch.as_tensor(labels), pred.shape[0], pred.device)
+    if pred.dim() != 1 or pred.is_floating_point():
+        raise ValueError(f"predictions: expected (T,) integer labels, got {pred.dtype} "
+                         f"{tuple(pred.shape)}")
+    c = int(max(int(y.max()), int(pred.max())) + 1) if num_classes is None else int(num_classes)
+    total = torch.bincount(y, minlength=c)  # (C,)
+    hits = torch.bincount(y[pred.long() == y], minlength=c)  # (C,)
+    return [None if int(n) == 0 else int(h) / int(n) for h, n in zip(hits.tolist(), total.tolist())]
+
+
 # Label-free diagnostics (issue 11) live in diagnostics.py.
 from .diagnostics import (  # noqa: E402
     AlphaReq,
@@ -458,5 +487,6 @@ from .diagnostics import (  # noqa: E402
     wasserstein_uniformity,
 )
 
+__all__ += ["per_class_accuracy"]
 __all__ += ["AlphaReq", "rankme", "alpha_req", "singular_spectrum", "wasserstein_uniformity",
             "negative_similarity_stats", "feature_std", "collapse_loss"]

@@ -37,8 +37,33 @@ def test_report_on_clustered_features(tmp_path):
     assert sum(rep["gradient_ratio_profile"]) <= 1 + 1e-9
     assert rep["alignment"] < 0.01
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "http" not in page
+    assert page.count("data:image/png;base64,") == 5 and "http" not in page  # with t-SNE
     assert "not collapsed" in page
+    assert rep["knn_top5"] == 1.0 and rep["tsne"]["points"] == 240
+    sep = rep["local_separation_mean"]  # positive (the other view) then n1 >= n2 >= ... n10
+    assert len(sep) == 11 and sep[0] > 0.99 and all(a >= b for a, b in zip(sep[1:], sep[2:]))
+    assert rep["local_separation_positive"] == "other view"
+
+
+def test_report_with_two_augmented_views(tmp_path):
+    z, y = _clusters()
+    g = torch.Generator().manual_seed(3)
+    v1, v2 = (z + 0.3 * torch.randn(z.shape, generator=g) for _ in range(2))
+    rep = analyze_features(z, y, tmp_path, views=(v1, v2), tsne_points=0)
+    u1, u2 = F.normalize(v1.double(), dim=1), F.normalize(v2.double(), dim=1)
+    assert rep["alignment"] == pytest.approx(float((u1 - u2).norm(dim=1).square().mean()))
+    assert "tsne" not in rep
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 4
+    with pytest.raises(ValueError, match="pair"):
+        analyze_features(z, y, tmp_path, views=(v1, v2, v1))
+
+
+def test_report_without_views_uses_a_same_class_proxy(tmp_path):
+    z, y = _clusters(seed=4)
+    rep = analyze_features(z, y, tmp_path, tsne_points=50)
+    assert "alignment" not in rep and rep["local_separation_positive"].startswith("nearest")
+    assert any("alignment not measured" in note for note in rep["notes"])
+    assert rep["knn_top5"] >= rep["knn_top1"]
 
 
 def test_report_says_collapsed_with_numbers(tmp_path):
@@ -55,7 +80,7 @@ def test_unit_features_get_no_normalisation_note(tmp_path):
     z, y = _clusters(seed=2)
     rep = analyze_features(F.normalize(z, dim=1), y, tmp_path)
     assert not any("L2-normalised" in note for note in rep["notes"])
-    assert rep["knn_split"] == {"train": 192, "test": 48, "seed": 0}
+    assert rep["knn_split"] == {"train": 192, "test": 48, "seed": 0, "k": 192}
 
 
 @pytest.mark.parametrize("z, y, match", [

@@ -38,6 +38,7 @@ __all__ = ["extract_features", "evaluate_model", "evaluate_run", "linear_probe",
 EVAL_KEYS = (
     "linear_top1", "linear_best_top1", "linear_train_top1", "linear_epochs", "linear_test_curve",
     "knn_top1", "knn_top5", "knn_top1_backbone", "knn_protocol", "knn_k", "knn_by_protocol",
+    "knn_per_class", "linear_per_class",
     "uniformity", "tolerance", "alignment", "positive_similarity", "penalty_entropy",
     "effective_negatives", "local_separation_mean", "local_separation_k",
     "n_train", "n_test", "temperature", "image_size", "feature_dim", "embedding_dim", "seed")
@@ -115,7 +116,9 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
     * ``knn_top1`` (weighted kNN on z; default InstDisc k=200, exp(s/0.07) votes, k capped at
       N_train), ``knn_top5`` (the same vote, label among the 5 top-voted classes),
       ``knn_top1_backbone`` (same on L2-normalised h), ``knn_protocol``, ``knn_k``,
-      ``knn_by_protocol`` ({protocol: accuracy on z} for every ``metrics.KNN_PROTOCOLS`` entry).
+      ``knn_by_protocol`` ({protocol: accuracy on z} for every ``metrics.KNN_PROTOCOLS`` entry),
+      ``knn_per_class`` / ``linear_per_class`` (test accuracy of each class, a list indexed by
+      label, ``metrics.per_class_accuracy``; for long-tailed training sets, issue 11 §3).
     * ``uniformity`` (t=2, in [0, 4t], larger = more uniform), ``tolerance`` (class-conditional
       mean cosine, in [-1, 1]).
     * ``alignment`` (alpha=2, in [0, 4]), ``positive_similarity`` (mean cosine): two views of
@@ -185,6 +188,9 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
     out["knn_top1_backbone"] = float(metrics.knn_accuracy(
         F.normalize(on(h_tr), dim=1), y_tr, F.normalize(on(h_te), dim=1), y_te, **knn))
     out["knn_protocol"], out["knn_k"] = knn["protocol"], int(knn["k"])
+    n_classes = len(test_set.classes) if getattr(test_set, "classes", None) else None
+    out["knn_per_class"] = metrics.per_class_accuracy(
+        metrics.knn_predict(on(z_tr), y_tr, on(z_te), **knn).cpu(), y_te, n_classes)
     # every peer's protocol on the same features (peers.md §3.7), k capped at N_train
     out["knn_by_protocol"] = {
         name: float(metrics.knn_accuracy(on(z_tr), y_tr, on(z_te), y_te, protocol=name,
@@ -211,7 +217,7 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
                                   temperature, k, seed, saved, kw, knn, on(z_te), y_te))
 
     out.update(dict.fromkeys(("linear_top1", "linear_best_top1", "linear_train_top1",
-                              "linear_epochs", "linear_test_curve")))
+                              "linear_epochs", "linear_test_curve", "linear_per_class")))
     if linear:
         probe = {"seed": seed, **({} if linear is True else dict(linear))}
         h_flip = extract_features(model, train_set.images, transform=MirrorThen(clean),
@@ -221,7 +227,8 @@ def evaluate_model(model: nn.Module, train_set, test_set, *, image_size: int, te
                            progress=progress, **probe)
         out.update(linear_top1=res["top1"], linear_best_top1=res["best_top1"],
                    linear_train_top1=res["train_top1"], linear_epochs=len(res["history"]),
-                   linear_test_curve=[h["test_top1"] for h in res["history"]])
+                   linear_test_curve=[h["test_top1"] for h in res["history"]],
+                   linear_per_class=res["per_class_top1"])
     assert_model_unchanged(model, snapshot, "evaluation")
     if arrays is not None:
         arrays.update(saved)

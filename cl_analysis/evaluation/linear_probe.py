@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._checks import check_finite, check_matrix
+from ..metrics import per_class_accuracy
 from ..training.augment import EvalTransform
 from .features import MirrorThen, assert_model_unchanged, extract_features, snapshot_model
 
@@ -117,7 +118,8 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
         "best_top1": best per-epoch test top-1 (what the authors' script logs as best_acc),
         "train_top1": top-1 of the final classifier on the un-flipped train features,
         "history": [{"epoch", "lr", "loss", "train_top1" (running, on the augmented batches),
-        "test_top1", "flip_fraction"} per epoch]}``.
+        "test_top1", "flip_fraction"} per epoch],
+        "per_class_top1": test accuracy of each class (final classifier; None: no test rows)}``.
 
     Raises:
         ValueError: on mis-shaped or non-finite inputs or invalid hyper-parameters.
@@ -182,8 +184,12 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
                         "test_top1": test_top1, "flip_fraction": int(use_flip.sum()) / n})
         bar.set_postfix(loss=f"{loss_sum:.3f}", test_top1=f"{test_top1:.4f}")
     check_finite("linear classifier weight", classifier.weight.detach())
+    with torch.no_grad():
+        pred = torch.cat([classifier(x_test[i:i + 8192]).argmax(dim=1)
+                          for i in range(0, x_test.shape[0], 8192)])  # (M,)
     return {"top1": history[-1]["test_top1"], "best_top1": max(h["test_top1"] for h in history),
-            "train_top1": _top1(classifier.eval(), x_train, y_train), "history": history}
+            "train_top1": _top1(classifier.eval(), x_train, y_train), "history": history,
+            "per_class_top1": per_class_accuracy(pred, y_test, num_classes)}
 
 
 def probe_from_model(model: nn.Module, train_set, test_set, *, image_size: int,

@@ -1,10 +1,12 @@
 """Analyse any encoder's features: one JSON and one self-contained HTML report (issue 11 §4).
 
-``analyze_features`` takes ``(N, D)`` features and their labels (optionally a second augmented
-view per row) and writes ``report.json`` and ``report.html`` (figures inline as PNG) with the
-paper's metrics (uniformity Eq. 10, tolerance Eq. 11, kNN top-1), the label-free diagnostics of
-:mod:`cl_analysis.diagnostics`, the singular spectrum, similarity histograms and the profile of
-the relative penalty r_i (Eq. 5) at a chosen tau.
+``analyze_features`` takes ``(N, D)`` features and their labels (optionally augmented views)
+and writes ``report.json`` and ``report.html`` (figures inline as PNG) with the paper's metrics
+(uniformity Eq. 10 and the Wasserstein form, tolerance Eq. 11, alignment, kNN top-1/top-5), the
+label-free diagnostics of :mod:`cl_analysis.diagnostics`, the singular spectrum, Fig. 8-style
+local separation, similarity histograms, a t-SNE map and the profile of the relative penalty r_i
+(Eq. 5) at a chosen tau. ``cl-analysis analyze`` (:mod:`cl_analysis.study.analyze`) feeds it
+from a run, a checkpoint or a features file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = ["analyze_features"]
 
 _UNIT_TOL = 1e-3
 _MAX_PAIRS_ROWS = 2000  # rows used for similarity histograms and the r_i profile
+_SEPARATION_K = 10  # hardest negatives of the local-separation plot (the paper's Fig. 8)
 _COLLAPSE_STD = 0.1  # collapsed when feature_std * sqrt(D) (1 when uniform) falls below this
 
 
@@ -81,7 +84,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _pairs(u: Tensor, y: Tensor, views: Tensor | None, tau: float):
+def _pairs(u: Tensor, y: Tensor, views: tuple[Tensor, Tensor] | None, tau: float):
     """Similarity histograms and the mean sorted r_i profile on at most ``_MAX_PAIRS_ROWS`` rows."""
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(u.shape[0], generator=g)[:_MAX_PAIRS_ROWS]
@@ -91,7 +94,7 @@ def _pairs(u: Tensor, y: Tensor, views: Tensor | None, tau: float):
     same = (ya[:, None] == ya[None, :]) & ~eye
     groups = {"same class": sim[same], "other class": sim[~same & ~eye]}
     if views is not None:  # SimCLR layout: each row's positive is its other view
-        s, pos = losses.simclr_similarity(a, views[idx])
+        s, pos = losses.simclr_similarity(views[0][idx], views[1][idx])
         groups = {"positive (other view)": s.gather(1, pos[:, None]).flatten(), **groups}
     else:  # proxy positive: the nearest same-class row (rows alone in their class dropped)
         keep = same.any(1)
@@ -108,17 +111,22 @@ def _pairs(u: Tensor, y: Tensor, views: Tensor | None, tau: float):
 def analyze_features(
     z: Any, labels: Any, out_dir: str | Path, *, temperature: float = 0.2,
     class_names: list[str] | None = None, views: Any = None, test_fraction: float = 0.2,
+    tsne_points: int = 1000, source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyse ``(N, D)`` features: write ``report.json`` and a self-contained ``report.html``.
 
     Metrics: uniformity (paper Eq. 10, t = 2) and the Wasserstein uniformity, tolerance (Eq. 11,
-    class-conditional), kNN top-1 (``metrics.knn_accuracy``, InstDisc protocol, on a seeded
-    ``test_fraction`` split), RankMe, alpha-ReQ (with R^2 and range), feature std, negative-
-    similarity mean/variance and the collapse verdict. Figures: the singular spectrum (log), the
-    similarity histograms (positives when ``views`` is given, same-class, other-class) and the
-    mean sorted relative penalty r_i (Eq. 5) at ``temperature``. Features that are not unit-norm
-    are L2-normalised, with a note. Features count as "collapsed" when feature_std * sqrt(D)
-    (1 for uniform features, 0 for identical ones) is below 0.1.
+    class-conditional), alignment (alpha = 2, with ``views``), kNN top-1 and top-5
+    (``metrics.knn_accuracy``, InstDisc protocol, on a seeded ``test_fraction`` split), RankMe,
+    alpha-ReQ (with R^2 and range), feature std, negative-similarity mean/variance, the mean
+    local separation (positive and the 10 hardest negatives, Fig. 8) and the collapse verdict.
+    Figures: the singular spectrum (log), the similarity histograms (positives when ``views`` is
+    given, same-class, other-class), the local-separation box plot, the mean sorted relative
+    penalty r_i (Eq. 5) at ``temperature`` and a t-SNE map (sklearn) coloured by label. Without
+    views an anchor's positive is its nearest same-class row (a proxy, said in the report).
+    Features that are not unit-norm are L2-normalised, with a note. Features count as
+    "collapsed" when feature_std * sqrt(D) (1 for uniform features, 0 for identical ones) is
+    below 0.1.
 
     Args:
         z: ``(N, D)`` features (tensor or numpy array), N >= 2.
@@ -126,8 +134,11 @@ def analyze_features(
         out_dir: folder for ``report.json`` and ``report.html`` (created).
         temperature: tau > 0 of the r_i profile.
         class_names: optional names of the classes (listed in the report).
-        views: optional ``(N, D)`` second augmented view of each row.
+        views: optional ``(N, D)`` second augmented view of each row (``z`` is the first), or a
+            pair ``(v1, v2)`` of two augmented views of each row (``z`` then clean features).
         test_fraction: share of rows held out for the kNN accuracy, in (0, 1).
+        tsne_points: rows of the t-SNE map (a seeded subset; 0: no map).
+        source: what the features are (input kind, paths, layout); stored as ``source``.
 
     Returns:
         The report as a dict (what ``report.json`` holds).
@@ -142,7 +153,14 @@ def analyze_features(
     x = _check_features("z", z)
     n, d = x.shape
     y = _check_labels(labels, n)
-    v = None if views is None else _check_features("views", views, n)
+    pair = isinstance(views, (tuple, list))
+    if pair and len(views) != 2:
+        raise ValueError(f"views must be one (N, D) array or a pair (v1, v2), got {len(views)}")
+    vs = None if views is None else [_check_features(f"views[{i}]", v, n)
+                                     for i, v in enumerate(views if pair else [views])]
+    if vs is not None and any(v.shape[1] != d for v in vs):
+        raise ValueError(f"views must have D = {d} columns like z, got "
+                         f"{[tuple(v.shape) for v in vs]}")
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     notes = []
@@ -151,7 +169,7 @@ def analyze_features(
         notes.append(f"features were not unit-norm (norms {norms.min():.3g} to "
                      f"{norms.max():.3g}); they were L2-normalised for this report")
     u = F.normalize(x, dim=1)
-    v = None if v is None else F.normalize(v, dim=1)
+    v = None if vs is None else tuple(F.normalize(w, dim=1) for w in (vs if pair else [u, vs[0]]))
 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     n_test = min(n - 1, max(1, round(n * float(test_fraction))))
@@ -163,24 +181,34 @@ def analyze_features(
     except ValueError as err:
         notes.append(f"alpha-ReQ not fitted: {err}")
     groups, profile, s, pos = _pairs(u, y, v, tau)
+    sep_k = min(_SEPARATION_K, s.shape[1] - 1)
+    separation = metrics.local_separation(s, pos, k=sep_k)  # (n, k + 1)
     std = diagnostics.feature_std(u)
+    knn_k = min(200, len(tr))
     report: dict[str, Any] = {
+        "source": source or {"input": "features"},
         "n": n, "dim": d, "temperature": tau,
         "classes": class_names if class_names is not None else sorted(set(y.tolist())),
         "uniformity": float(metrics.uniformity(u)),
         "wasserstein_uniformity": diagnostics.wasserstein_uniformity(u),
         "tolerance": float(metrics.tolerance(u, y)),
-        "knn_top1": float(metrics.knn_accuracy(u[tr], y[tr], u[te], y[te], k=min(200, len(tr)))),
-        "knn_split": {"train": len(tr), "test": n_test, "seed": 0},
+        "knn_top1": float(metrics.knn_accuracy(u[tr], y[tr], u[te], y[te], k=knn_k)),
+        "knn_top5": float(metrics.knn_accuracy(u[tr], y[tr], u[te], y[te], k=knn_k, top=5)),
+        "knn_split": {"train": len(tr), "test": n_test, "seed": 0, "k": knn_k},
         "rankme": diagnostics.rankme(u),
         "alpha_req": alpha,
         "feature_std": std,
         "negative_similarity": diagnostics.negative_similarity_stats(s, pos),
+        "local_separation_mean": separation.mean(0).tolist(),
+        "local_separation_positive": "other view" if v is not None else "nearest same-class row",
         "spectrum": diagnostics.singular_spectrum(u).tolist(),
         "gradient_ratio_profile": profile.tolist(),
     }
-    if views is not None:
-        report["alignment"] = float(metrics.alignment(u, v))
+    if v is not None:
+        report["alignment"] = float(metrics.alignment(v[0], v[1]))
+    else:
+        notes.append("no augmented views: alignment not measured; the local separation and "
+                     "r_i profile take each anchor's nearest same-class row as its positive")
     collapsed = std * math.sqrt(d) < _COLLAPSE_STD
     report["collapsed"] = collapsed
     if collapsed:
@@ -206,6 +234,13 @@ def analyze_features(
     ax.plot(np.arange(1, len(profile) + 1), profile.numpy(), marker=".")
     ax.set(xlabel="negative rank", ylabel="mean r_i", title=f"relative penalty at tau={tau:g}")
     figs["Gradient-ratio profile (Eq. 5)"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.boxplot(separation.numpy(), showfliers=False)
+    ax.set_xticks(range(1, sep_k + 2), ["pos"] + [f"n{i}" for i in range(1, sep_k + 1)])
+    ax.set(ylabel="cosine similarity", title="local separation: positive vs hardest negatives")
+    figs["Local separation (Fig. 8)"] = _png(fig)
+    if tsne_points and n >= 5:
+        figs["t-SNE map"] = _tsne(u, y, int(tsne_points), report)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,9 +249,26 @@ def analyze_features(
     return report
 
 
+def _tsne(u: Tensor, y: Tensor, points: int, report: dict[str, Any]) -> str:
+    """A t-SNE map (sklearn, PCA init, seed 0) of a seeded subset of ``points`` rows."""
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    idx = torch.randperm(u.shape[0], generator=torch.Generator().manual_seed(0))[:points]
+    perplexity = min(30.0, (len(idx) - 1) / 3)
+    xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(
+        u[idx].numpy())  # (n, 2)
+    report["tsne"] = {"points": len(idx), "perplexity": perplexity, "seed": 0}
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=y[idx].numpy(), s=4, cmap="tab10")
+    ax.legend(*sc.legend_elements(num=None), fontsize=6, markerscale=0.7, loc="best")
+    ax.set(xticks=[], yticks=[], title=f"t-SNE of {len(idx)} rows (perplexity {perplexity:g})")
+    return _png(fig)
+
+
 def _html(report: dict[str, Any], figs: dict[str, str]) -> str:
     """One HTML page: notes, a metrics table, the inline figures."""
-    skip = {"spectrum", "gradient_ratio_profile", "notes"}
+    skip = {"spectrum", "gradient_ratio_profile", "notes", "local_separation_mean"}
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v))}</td></tr>"
                    for k, v in report.items() if k not in skip)
     notes = "".join(f"<li>{html.escape(t)}</li>" for t in report["notes"])

@@ -24,7 +24,7 @@ from .. import registry
 from .._checks import check_choice, check_temperature
 from .data import DATASETS
 from .models import HEAD_KINDS, MODEL_NAMES
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, TEMPERATURE_SCHEDULES
 
 __all__ = ["TrainConfig", "REGIMES", "AUGMENTS", "BANK_INITS", "LOCATION_FIELDS", "RESUME_FREE_FIELDS",
            "load_config", "scale_milestones"]
@@ -55,6 +55,7 @@ class TrainConfig:
     dataset: str = "cifar10"  # cifar10 | cifar100 | svhn | imagefolder (your own class folders)
     data_root: str | None = None  # dataset folder; None: the default data folder (downloads)
     subset: int | None = None  # stratified training subset size (seeded); None: all images
+    long_tail_ratio: float | None = None  # long tail: class k keeps n·ratio^(-k/(K-1)); None: off
     image_size: int = 32  # training resolution; larger stored images are downsized to it
     crop_from_full: bool = False  # crop the stored image, then resize to image_size
     augment: str = "paper"  # paper (InstDisc crops/jitter/grey/flip) | simclr (s = 0.5, blur off)
@@ -72,6 +73,12 @@ class TrainConfig:
     simple_lam: float | None = None  # λ of the simple losses; None: losses.simple's default
     bank_momentum: float = 0.5  # memory-bank EMA momentum m in [0, 1) (InstDisc: 0.5)
     bank_init: str = "random"  # random U(-1/sqrt(D/3), ...) as the authors | features f(x)
+    temperature_schedule: str = "constant"  # constant | cosine | learnable | macl (docs/beyond.md)
+    temperature_min: float = 0.1  # τ_min of the cosine schedule and lower clamp of a learnable τ
+    temperature_max: float = 1.0  # τ_max of the cosine schedule and upper clamp of a learnable τ
+    temperature_period: int = 400  # cosine τ period in epochs (Kukleva: 400, i.e. T_max = 200)
+    macl_alpha: float = 0.5  # MACL sensitivity α of τ to the alignment, in [0, 1]
+    macl_a0: float = 0.0  # MACL alignment threshold A0, in [0, 1]
     # --- optimisation
     epochs: int = 200  # training epochs (the paper: 200)
     batch_size: int = 128  # images per step (the paper: 128; SimCLR's CIFAR setup: 512)
@@ -146,6 +153,7 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if self.data_root is not None:
             self.data_root = str(self.data_root)
+        _check_temperature_dynamics(self)
 
     @property
     def hard_k_for(self):
@@ -226,6 +234,29 @@ def _loss_name(loss: str, regime: str) -> str:
         raise ValueError(f"loss must be one of {', '.join(registry.LOSS_NAMES)}, "
                          f"got {loss!r}") from None
     return "nt_xent" if loss == "nt_xent" else name
+
+
+def _check_temperature_dynamics(config: TrainConfig) -> None:
+    """Validate ``temperature_schedule`` and its fields, and ``long_tail_ratio`` (issue 11 §3)."""
+    check_choice("temperature_schedule", config.temperature_schedule, TEMPERATURE_SCHEDULES)
+    lo = check_temperature(config.temperature_min, "temperature_min")
+    hi = check_temperature(config.temperature_max, "temperature_max")
+    config.temperature_min, config.temperature_max = lo, hi
+    if lo > hi:
+        raise ValueError(f"temperature_min ({lo}) must be <= temperature_max ({hi}); swap them")
+    _int_at_least(config, "temperature_period", 1)
+    _in_range("macl_alpha", config.macl_alpha, 0, 1)
+    _in_range("macl_a0", config.macl_a0, 0, 1)
+    schedule = config.temperature_schedule
+    if schedule != "constant" and not registry.get(config.loss).takes_temperature:
+        raise ValueError(f"temperature_schedule={schedule!r} needs a loss with a temperature; "
+                         f"loss {config.loss!r} has none: use temperature_schedule='constant'")
+    if schedule == "learnable" and not lo <= config.temperature <= hi:
+        raise ValueError(f"temperature_schedule='learnable' starts at temperature "
+                         f"{config.temperature}, outside its clamp [temperature_min, "
+                         f"temperature_max] = [{lo}, {hi}]; widen the range or change τ")
+    if config.long_tail_ratio is not None:
+        _in_range("long_tail_ratio", config.long_tail_ratio, 1, math.inf, high_open=True)
 
 
 def _int_tuple(name: str, value) -> tuple[int, ...]:

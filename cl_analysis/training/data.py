@@ -39,6 +39,7 @@ for the notebooks' fast mode when no dataset copy exists.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 from dataclasses import dataclass, replace
@@ -83,7 +84,7 @@ _TV_INNER = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
 
 __all__ = ["DATASETS", "SPLITS", "IMAGE_EXTENSIONS", "NUM_CLASSES", "ImageDataset",
            "default_data_root", "default_cache_dir", "check_dataset", "fetch_dataset",
-           "load_dataset", "subset", "resize", "synthetic_dataset"]
+           "load_dataset", "subset", "long_tailed_subset", "resize", "synthetic_dataset"]
 
 
 @dataclass
@@ -260,6 +261,48 @@ def subset(dataset: ImageDataset, size: int | float, seed: int = 0,
     return replace(dataset, images=dataset.images[idx], labels=dataset.labels[idx],
                    source=f"{dataset.source} | subset(size={size}, seed={seed}, "
                           f"stratified={stratified})")
+
+
+def long_tailed_subset(dataset: ImageDataset, ratio: float, seed: int = 0) -> ImageDataset:
+    """A long-tailed subset with an exponential class profile (CIFAR-10-LT, issue 11 §3).
+
+    Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss"
+    (NeurIPS 2019), the profile Kukleva et al. (ICLR 2023) train on: class k (labels 0..K-1 in
+    order) keeps n_k = floor(n_max * ratio ** (-k / (K - 1))) images, n_max the smallest class
+    count, so class 0 keeps n_max and class K-1 n_max / ratio (at least 1). On CIFAR-10 with
+    ratio 100: 5000, 2997, 1796, ..., 50 (12,406 images). The images of each class are a seeded
+    random choice; the order of the kept images is the dataset's.
+
+    Args:
+        dataset: a split with K >= 2 classes.
+        ratio: imbalance ratio n_0 / n_{K-1} >= 1 (1: a balanced subset of n_max per class).
+        seed: seed of the choice within each class.
+
+    Returns:
+        A new :class:`ImageDataset`.
+
+    Raises:
+        ValueError: ratio < 1 or not finite, fewer than 2 classes, or an empty class.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or \
+            not math.isfinite(ratio) or ratio < 1:
+        raise ValueError(f"long_tail_ratio must be a number >= 1 (n_first / n_last class; "
+                         f"CIFAR-10-LT: 100), got {ratio!r}")
+    k = len(dataset.classes)
+    counts = torch.bincount(dataset.labels, minlength=k)  # (K,)
+    if k < 2 or int(counts.min()) == 0:
+        raise ValueError(f"a long-tailed subset needs >= 2 classes, each with images; "
+                         f"{dataset.name}/{dataset.split} has counts {counts.tolist()}")
+    n_max = int(counts.min())
+    quota = [max(1, math.floor(n_max * ratio ** (-c / (k - 1)) + 1e-9)) for c in range(k)]
+    g = torch.Generator().manual_seed(int(seed))
+    parts = []
+    for c in range(k):
+        members = (dataset.labels == c).nonzero().squeeze(1)  # (N_c,)
+        parts.append(members[torch.randperm(len(members), generator=g)[: quota[c]]])
+    idx = torch.cat(parts).sort().values
+    return replace(dataset, images=dataset.images[idx], labels=dataset.labels[idx],
+                   source=f"{dataset.source} | long_tailed_subset(ratio={ratio}, seed={seed})")
 
 
 def resize(dataset_or_images: ImageDataset | Tensor, size: int,

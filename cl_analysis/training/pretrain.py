@@ -57,7 +57,7 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
     """The (train, test) sets of a run, exactly as ``pretrain`` sees them.
 
     Loads both splits from ``data_root`` (None: the default folder) when ``train_set`` is None,
-    takes the
+    keeps the ``long_tail_ratio`` class profile (``data.long_tailed_subset``), takes the
     stratified ``subset`` of the train set (seed = ``config.seed``), downsizes images larger than
     ``image_size`` (unless ``crop_from_full``) and caps the test set at ``monitor_size``
     (stratified, same seed).
@@ -70,6 +70,8 @@ def prepare_data(config: TrainConfig, train_set: data.ImageDataset | None = None
         train_set = data.load_dataset(config.dataset, root, "train", progress=progress)
         if test_set is None:
             test_set = data.load_dataset(config.dataset, root, "test", progress=progress)
+    if config.long_tail_ratio is not None:  # the class profile first, then any subset of it
+        train_set = data.long_tailed_subset(train_set, config.long_tail_ratio, seed=config.seed)
     if config.subset is not None and config.subset != len(train_set):
         train_set = data.subset(train_set, config.subset, seed=config.seed)
     sets = []

@@ -98,3 +98,37 @@ def lr_at(schedule: str, epoch: int, step_in_epoch: int, steps_per_epoch: int, *
                        milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs)
     return warmup_cosine_lr(epoch, step_in_epoch, steps_per_epoch, base_lr=base_lr,
                             total_epochs=total_epochs, warmup_epochs=warmup_epochs)
+
+
+# --- temperature dynamics (issue 11 §3)
+TEMPERATURE_SCHEDULES = ("constant", "cosine", "learnable", "macl")
+
+
+def cosine_temperature(epoch: int, *, tau_min: float, tau_max: float, period: int) -> float:
+    """Kukleva et al. (ICLR 2023) cosine temperature of 0-based ``epoch``, constant within it.
+
+    "Temperature Schedules for Self-Supervised Contrastive Methods on Long-Tail Data" (repo
+    ``Annusha/temperature_schedules``, ``--adj_tau cos``):
+
+        tau(e) = tau_min + (tau_max - tau_min) * (1 + cos(2 pi e / period)) / 2,
+
+    so tau starts at tau_max, reaches tau_min at e = period / 2 and is back at tau_max at
+    e = period (Kukleva's ``--t_max`` T is the half period: period = 2 T; CIFAR: T = 200).
+
+    Args:
+        epoch: 0-based epoch >= 0.
+        tau_min: lowest temperature, > 0.
+        tau_max: highest temperature, >= tau_min.
+        period: full period in epochs, >= 1.
+
+    Returns:
+        tau(epoch) in [tau_min, tau_max].
+
+    Raises:
+        ValueError: on a negative epoch, period < 1 or not 0 < tau_min <= tau_max.
+    """
+    if epoch < 0 or period < 1 or not 0 < tau_min <= tau_max:
+        raise ValueError(f"cosine_temperature needs epoch >= 0, period >= 1 and "
+                         f"0 < tau_min <= tau_max, got epoch={epoch}, period={period}, "
+                         f"tau_min={tau_min}, tau_max={tau_max}")
+    return tau_min + (tau_max - tau_min) * 0.5 * (1.0 + math.cos(2.0 * math.pi * epoch / period))
