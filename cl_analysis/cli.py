@@ -330,7 +330,9 @@ def _analyze(args: AnalyzeArgs) -> int:
 
     _check_out(args.out)
     rep = analyze(args.out, run=args.run, checkpoint=args.checkpoint, features=args.features,
-                  labels=args.labels, data_root=args.data_root, dataset=args.dataset,
+                  labels=args.labels, dataset=args.dataset,
+                  data_root=args.data_root or (os.environ.get("CL_DATA_ROOT")
+                                               if args.checkpoint else None),
                   split=args.split, image_size=args.image_size, max_images=args.max_images,
                   temperature=args.temperature, space=args.space,
                   tsne_points=args.tsne_points, seed=args.seed)

@@ -301,6 +301,12 @@ def test_monitor_normalises_a_partially_updated_bank(monkeypatch):
         def embed(self, images):
             return _unit(len(images), 4, seed=10).float()
 
+        def embed_both(self, images):  # backbone h and projection z of the test images
+            return _unit(len(images), 6, seed=12).float(), self.embed(images)
+
+        def diagnostics(self, h, z):
+            return {}
+
     Fake.bank.update(torch.tensor([0, 1]), _unit(2, 4, seed=11).float())  # partial epoch
     test = type("TS", (), {"images": torch.zeros(6, 1), "labels": torch.arange(6) % 4,
                            "__len__": lambda self: 6})()

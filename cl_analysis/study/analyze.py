@@ -317,11 +317,11 @@ def analyze(out: str | os.PathLike, *, run: str | None = None, checkpoint: str |
         z, y = load_array(features, "features"), load_array(labels, "labels")
         source = {"input": "features", "features": str(features), "labels": str(labels)}
     elif checkpoint is not None:
-        if data_root is None and not os.environ.get("CL_DATA_ROOT"):
+        if data_root is None:
             raise ValueError("--checkpoint needs images to embed: pass --data-root DIR (and "
                              "--dataset if not cifar10)")
         net, info = load_backbone(checkpoint)
-        ds = _load_images(dataset, data_root or os.environ["CL_DATA_ROOT"], split, image_size,
+        ds = _load_images(dataset, data_root, split, image_size,
                           max_images, seed)
         z, views = _image_features(net, ds.images, image_size, seed)
         y, names = ds.labels, list(ds.classes)
