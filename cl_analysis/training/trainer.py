@@ -3,18 +3,33 @@
 Split from :mod:`cl_analysis.train` (which holds ``TrainConfig`` and the run-directory logic) to
 keep modules small. The step order of the memory-bank regime follows the authors (Wang & Liu
 §5.1, InstDisc): loss against the bank, backward, SGD step, then the bank update.
+
+**No host sync in the step.** On a GPU the host must never wait for the device inside the loop:
+the epoch's permutation travels once, the augmentation parameters in one non-blocking copy, the
+input checks that read values (ranges, finiteness) run on the first step only (the loss is
+checked for NaN once per epoch), the penalty-entropy monitor runs only in monitored epochs, the
+bank update of a batch of distinct indices is one vectorised write, constant tensors are built
+once, and the loss is read back only at the end of the epoch (the progress bar shows the last
+value whose copy has finished). ``tests/test_scale.py`` counts the syncs of a step.
+
+**Data parallel** (``torchrun``, :mod:`.distributed`): every rank draws the global batch's
+permutation and augmentation parameters from the same generator and embeds its slice; SimCLR
+gathers every rank's embeddings with gradient, the memory bank is updated on every rank from the
+gathered batch; the result equals one process with the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import gradients, losses, metrics, registry
-from . import augment, data
+from .._checks import value_checks
+from . import augment, data, distributed
 from .memory_bank import MemoryBank
 from .models import ContrastiveModel, build_model
 from .schedules import lr_at
@@ -47,6 +62,16 @@ class Trainer:
                                                    config.convnet_widths).to(device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if self.world > 1 and config.sync_batchnorm:  # global-batch BN: as one process
+            self.model = distributed.convert_batchnorm(self.model, device)
+        self.net: torch.nn.Module = self.model  # what the training step calls
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device] if self.cuda else None,
+                broadcast_buffers=not config.sync_batchnorm)
+        if config.compile and self.cuda:
+            self.net = torch.compile(self.net)
         self.bank = None
         if config.regime == "memory_bank":
             g = torch.Generator().manual_seed(config.seed + 1)
@@ -64,17 +89,19 @@ class Trainer:
         if registry.get(config.loss).takes_k:  # fail before training if K exceeds the negatives
             config.hard_k_for(columns)
         self._queries: tuple[torch.Tensor, torch.Tensor] | None = None  # last epoch's anchors
+        self._validated = False  # the first step runs the value checks (then: no host syncs)
+        self._constants: dict[tuple, torch.Tensor] = {}  # index tensors built once per shape
 
     def autocast(self):
         """bf16 autocast on CUDA when ``config.amp``; a no-op elsewhere."""
         enabled = self.cuda and self.config.amp
         return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
-    def _embed_views(self, views: torch.Tensor) -> torch.Tensor:
+    def _embed_views(self, views: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
         if self.config.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return self.model(views)  # (B, D) float32, unit norm
+            return (net or self.model)(views)  # (B, D) float32, unit norm
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -95,10 +122,14 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if self.cuda:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"format": 1, "config": self.config.to_dict(), "epoch": epoch,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "bank": self.bank.state_dict() if self.bank is not None else None,
-                "rng": rng, "history": history}
+        out = {"format": 1, "config": self.config.to_dict(), "epoch": epoch,
+               "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+               "bank": self.bank.state_dict() if self.bank is not None else None,
+               "rng": rng, "history": history}
+        if self.world > 1:  # a collective: every rank calls state(); rank 0 writes it
+            out["rng_ranks"] = distributed.gather_objects(rng)
+            out["world_size"] = self.world
+        return out
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore a ``state()`` dict (possibly saved on another device)."""
@@ -106,66 +137,175 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.bank is not None:
             self.bank.load_state_dict(state["bank"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["data"])
-        if self.cuda and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        ranks = state.get("rng_ranks")  # a DDP checkpoint: each rank its own (same world size)
+        rng = ranks[self.rank] if ranks is not None and len(ranks) == self.world else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["data"])
+        if self.cuda and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def _constant(self, key: tuple, build) -> torch.Tensor:
+        """A constant tensor (e.g. an index list) built once per ``key`` and kept."""
+        t = self._constants.get(key)
+        if t is None:
+            t = self._constants[key] = build()
+        return t
+
+    def _rank_rows(self, batch: int, copies: int) -> torch.Tensor:
+        """This rank's rows (CPU int64) of the ``copies * batch`` views of a global batch.
+
+        View copy c of image i is row ``c * batch + i``, as one process stacks them.
+        """
+        def build():
+            sl = distributed.local_slice(batch)
+            return torch.cat([torch.arange(sl.start, sl.stop) + c * batch for c in range(copies)])
+        return self._constant(("rows", batch, copies), build)
+
+    def _views(self, indices: torch.Tensor, copies: int) -> torch.Tensor:
+        """Augmented views of this rank's share of the global batch ``indices`` (B,).
+
+        The parameters of all ``copies * B`` views are drawn (one stream for any number of
+        processes); this rank applies those of its rows. Returns ``(copies * b, 3, S, S)``.
+        """
+        batch = len(indices)
+        height, width = self.images.shape[-2:]
+        params = self.augment.sample_params(copies * batch, height, width,
+                                            generator=self.generator)
+        if self.world > 1:
+            rows = self._rank_rows(batch, copies)
+            params = {k: v.index_select(0, rows.to(v.device)) for k, v in params.items()}
+            indices = indices[distributed.local_slice(batch)]
+        x = self.images[indices]  # (b, 3, H, W) uint8
+        if copies == 2:
+            x = torch.cat([x, x])
+        return self.augment.apply(x, params)
 
     def train_step(self, indices: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor,
                                                                    torch.Tensor, torch.Tensor]:
-        """One SGD step on the images ``indices`` (B,); returns (loss, similarity, positive, z)."""
+        """One SGD step on the global batch ``indices`` (B,) of distinct dataset indices.
+
+        Returns ``(loss, similarity, positive, z)``: this rank's loss (its mean over its anchors
+        times ``W n_rank / n_global``, whose average over ranks is the global-batch loss; one
+        process: the loss), this rank's similarity rows and positives, and the detached
+        embeddings (memory bank: of the whole global batch, rows in the order of ``indices``;
+        SimCLR: this rank's views).
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x = self.images[indices]  # (B, 3, H, W) uint8
+        batch = len(indices)
+        sizes = distributed.slice_sizes(batch) if self.world > 1 else [batch]
         if self.bank is not None:
-            z = self._embed_views(self.augment(x, generator=self.generator))  # (B, D)
-            similarity, positive = self.bank.similarity(z), indices  # (B, N), (B,)
+            z = self._embed_views(self._views(indices, 1), self.net)  # (b, D)
+            local = indices[distributed.local_slice(batch)] if self.world > 1 else indices
+            similarity, positive = self.bank.similarity(z), local  # (b, N), (b,)
         else:
-            views = self.augment(torch.cat([x, x]), generator=self.generator)  # (2B, 3, S, S)
-            z = self._embed_views(views)  # (2B, D): both views through one BN pass
-            similarity, positive = losses.simclr_similarity(z[: len(x)], z[len(x):])  # (2B, 2B-1)
+            views = self._views(indices, 2)  # (2b, 3, S, S): both views through one BN pass
+            z = self._embed_views(views, self.net)  # (2b, D)
+            if self.world > 1:
+                z1, z2 = self._gather_views(z, sizes)  # (B, D) each, with gradient
+                similarity, positive = losses.simclr_similarity(z1, z2)  # (2B, 2B-1)
+                rows = self._constant(("anchors", batch, str(z.device)),
+                                      lambda: self._rank_rows(batch, 2).to(z.device))
+                similarity, positive = similarity[rows], positive[rows]  # (2b, 2B-1), (2b,)
+            else:
+                similarity, positive = losses.simclr_similarity(z[:batch], z[batch:])
         loss = compute_loss(self.config, similarity, positive)
+        if self.world > 1 and sizes[self.rank] * self.world != batch:  # unequal slices
+            loss = loss * (sizes[self.rank] * self.world / batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        z = z.detach()
         if self.bank is not None:  # after the step, as the authors: the loss saw the old bank
-            self.bank.update(indices, z.detach())
-        return loss.detach(), similarity.detach(), positive, z.detach()
+            z = distributed.gather_rows(z, sizes, grad=False)  # (B, D): the same on every rank
+            self.bank.update(indices, z, distinct=True)  # a batch is a slice of a permutation
+        return loss.detach(), similarity.detach(), positive, z
 
-    def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, Any]:
-        """One pass over a fresh permutation; returns the epoch's log row (no kNN yet)."""
-        cfg, n = self.config, len(self.images)
-        perm = torch.randperm(n, generator=self.generator)  # (N,) CPU
+    def _gather_views(self, z: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor,
+                                                                         torch.Tensor]:
+        """Every rank's ``[view 1; view 2]`` rows ``(2b, D)`` -> the global views 1 and 2.
+
+        One collective with gradient (its backward sums every rank's gradient); ``(B, D)`` each.
+        """
+        gathered = distributed.gather_rows(z, [2 * n for n in sizes], grad=True)  # (2B, D)
+
+        def build():  # rank r's block is [v1 of its n_r images; v2 of them]
+            starts = [2 * sum(sizes[:r]) for r in range(len(sizes))]
+            first = [torch.arange(s, s + n) for s, n in zip(starts, sizes)]
+            second = [torch.arange(s + n, s + 2 * n) for s, n in zip(starts, sizes)]
+            return torch.cat(first + second).to(z.device)
+        order = self._constant(("views", tuple(sizes), str(z.device)), build)
+        u = gathered[order]  # (2B, D): all view-1 rows, then all view-2 rows
+        return u[: sum(sizes)], u[sum(sizes):]
+
+    def _batches(self, perm: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The epoch's global batches on the device (one transfer for the whole epoch)."""
+        cfg, n = self.config, len(perm)
         if cfg.regime == "simclr":
             if n < cfg.batch_size:
                 raise ValueError(f"the simclr regime drops partial batches; {n} images < "
                                  f"batch_size={cfg.batch_size}: lower batch_size")
             perm = perm[: n - n % cfg.batch_size]
-        batches = perm.split(cfg.batch_size)
+        elif self.world > 1 and 0 < n % cfg.batch_size < self.world:
+            perm = perm[: n - n % cfg.batch_size]  # a last batch too small to give every rank one
+        if self.cuda:
+            perm = perm.pin_memory().to(self.device, non_blocking=True)
+        else:
+            perm = perm.to(self.device)
+        return perm.split(cfg.batch_size)
+
+    def train_epoch(self, epoch: int, progress: bool = True,
+                    monitored: bool = True) -> dict[str, Any]:
+        """One pass over a fresh permutation; returns the epoch's log row (no kNN yet).
+
+        Args:
+            epoch: 0-based epoch (sets the learning rate).
+            progress: a tqdm bar over the batches (rank 0 only).
+            monitored: compute the per-step monitor (penalty entropy, positive similarity, the
+                bank monitor's queries); False leaves them None (an epoch without monitor).
+
+        Raises:
+            ValueError: if the loss became NaN or inf during the epoch.
+        """
+        cfg = self.config
+        perm = torch.randperm(len(self.images), generator=self.generator)  # (N,) CPU
+        batches = self._batches(perm)
         sums = torch.zeros(4, device=self.device)  # loss, entropy, positive sim, anchors
         queries, query_labels = [], []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        log = cfg.log_metrics and monitored
+        show = progress and self.rank == 0
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
+        shown = _LazyScalar(self.device) if show else None
         for step, idx in enumerate(bar):
             lr = lr_at(cfg.schedule, epoch, step, len(batches), base_lr=cfg.lr,
                        total_epochs=cfg.epochs, milestones=cfg.lr_milestones,
                        gamma=cfg.lr_gamma, warmup_epochs=cfg.warmup_epochs)
-            idx = idx.to(self.device)
-            loss, sim, pos, z = self.train_step(idx, lr)
-            sums[0] += loss
-            if cfg.log_metrics:
-                rows = torch.arange(len(pos), device=self.device)
-                sums[1] += gradients.penalty_entropy(sim, pos, cfg.temperature,
-                                                     unnormalized=True).sum()
-                sums[2] += sim[rows, pos].float().sum()
-                sums[3] += len(pos)
-                have = sum(len(q) for q in queries)
-                if self.bank is not None and have < MONITOR_QUERIES:
-                    queries.append(z[: MONITOR_QUERIES - have])
-                    query_labels.append(self.labels[idx[: MONITOR_QUERIES - have]])
-            if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        s = sums.tolist()
-        row = {"epoch": epoch + 1, "loss": s[0] / len(batches), "lr": lr,
+            with value_checks(not self._validated):
+                loss, sim, pos, z = self.train_step(idx, lr)
+                self._validated = True
+                sums[0] += loss
+                if log:
+                    rows = self._constant(("arange", len(pos), str(self.device)),
+                                          lambda: torch.arange(len(pos), device=self.device))
+                    sums[1] += gradients.penalty_entropy(sim, pos, cfg.temperature,
+                                                         unnormalized=True).sum()
+                    sums[2] += sim[rows, pos].float().sum()
+                    sums[3] += len(pos)
+                    have = sum(len(q) for q in queries)
+                    if self.bank is not None and have < MONITOR_QUERIES:
+                        queries.append(z[: MONITOR_QUERIES - have])
+                        query_labels.append(self.labels[idx[: MONITOR_QUERIES - have]])
+            if shown is not None and step % 10 == 0:
+                value = shown.read()
+                if value is not None:
+                    bar.set_postfix(loss=f"{value:.4f}")
+                shown.record(loss)
+        s = distributed.all_reduce_sum(sums).tolist()  # the epoch's one read-back
+        if not all(map(math.isfinite, s[:3])):
+            raise ValueError(f"the loss became NaN or inf in epoch {epoch + 1} (sum {s[0]}); "
+                             f"lower the learning rate (--lr) or check the data")
+        loss_sum = s[0] / self.world if self.world > 1 else s[0]
+        row = {"epoch": epoch + 1, "loss": loss_sum / len(batches), "lr": lr,
                "penalty_entropy": s[1] / s[3] if s[3] else None,
                "positive_similarity": s[2] / s[3] if s[3] else None}
         self._queries = (torch.cat(queries), torch.cat(query_labels)) if queries else None
@@ -203,3 +343,31 @@ class Trainer:
                 train_z, train_y, test_z, test_set.labels.to(self.device),
                 k=min(200, len(train_z)), temperature=0.07))  # the InstDisc monitor
         return out
+
+
+class _LazyScalar:
+    """A loss value for the progress bar, read without a host sync.
+
+    ``record`` starts a non-blocking copy to pinned host memory and records a CUDA event;
+    ``read`` returns the last recorded value once its event has completed (``event.query()``
+    does not block), else None. On a CPU the value is read directly.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.buffer = torch.zeros((), pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+
+    def record(self, value: torch.Tensor) -> None:
+        """Start copying the 0-dim ``value`` to the host."""
+        self.buffer.copy_(value.detach().float(), non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+        self.pending = True
+
+    def read(self) -> float | None:
+        """The last recorded value if its copy has finished, else None."""
+        if not self.pending or (self.event is not None and not self.event.query()):
+            return None
+        return float(self.buffer)
