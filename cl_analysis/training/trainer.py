@@ -21,6 +21,7 @@ gathered batch; the result equals one process with the same global batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,47 @@ def compute_loss(config: TrainConfig, similarity: torch.Tensor,
                             k=config.hard_k, fraction=config.hard_fraction, lam=config.simple_lam,
                             # the authors' bank starts with random rows of norm != 1
                             unnormalized=config.regime == "memory_bank")
+
+
+def simclr_rows(z: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of SimCLR's global in-batch similarity matrix, with exact gradients.
+
+    One process: ``losses.simclr_similarity(z[:batch], z[batch:])``. Under DDP, ``z`` holds this
+    rank's ``[view 1; view 2]`` embeddings ``(2 b, D)`` of its slice of the global batch; every
+    rank's rows are gathered with gradient (one collective whose backward sums every rank's
+    gradient into the owner's rows), put in one process's order (all view-1 rows, then all
+    view-2 rows), and this rank's anchors are selected from the global ``(2B, 2B - 1)`` matrix,
+    positives included (no per-rank offset to get wrong). The mean loss over the returned rows,
+    averaged over ranks (DDP), is the one-process loss and has its gradient (beyond.md §3.1).
+
+    Args:
+        z: ``(2 b, D)`` this rank's embeddings, view 1 then view 2 of the same b images.
+        batch: the global batch size B (images).
+
+    Returns:
+        ``(similarity (2b, 2B - 1), positive (2b,))`` this rank's anchors.
+    """
+    if not distributed.is_distributed():
+        return losses.simclr_similarity(z[:batch], z[batch:])
+    sizes = distributed.slice_sizes(batch)
+    gathered = distributed.gather_rows(z, [2 * n for n in sizes], grad=True)  # (2B, D)
+    order, rows = _simclr_index(batch, distributed.world_size(), distributed.rank(), z.device)
+    u = gathered[order]  # (2B, D): all view-1 rows, then all view-2 rows
+    similarity, positive = losses.simclr_similarity(u[:batch], u[batch:])  # (2B, 2B - 1)
+    return similarity[rows], positive[rows]
+
+
+@functools.lru_cache(maxsize=16)
+def _simclr_index(batch: int, world: int, rank: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant index tensors of :func:`simclr_rows`, built (and copied to the device) once."""
+    sizes = distributed.slice_sizes(batch, world)
+    starts = [2 * sum(sizes[:r]) for r in range(world)]  # rank r holds [v1 of n_r; v2 of n_r]
+    order = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, sizes)]
+                      + [torch.arange(s + n, s + 2 * n) for s, n in zip(starts, sizes)])
+    start = sum(sizes[:rank])
+    mine = torch.arange(start, start + sizes[rank])
+    return order.to(device), torch.cat([mine, mine + batch]).to(device)
 
 
 class Trainer:
@@ -201,14 +243,7 @@ class Trainer:
         else:
             views = self._views(indices, 2)  # (2b, 3, S, S): both views through one BN pass
             z = self._embed_views(views, self.net)  # (2b, D)
-            if self.world > 1:
-                z1, z2 = self._gather_views(z, sizes)  # (B, D) each, with gradient
-                similarity, positive = losses.simclr_similarity(z1, z2)  # (2B, 2B-1)
-                rows = self._constant(("anchors", batch, str(z.device)),
-                                      lambda: self._rank_rows(batch, 2).to(z.device))
-                similarity, positive = similarity[rows], positive[rows]  # (2b, 2B-1), (2b,)
-            else:
-                similarity, positive = losses.simclr_similarity(z[:batch], z[batch:])
+            similarity, positive = simclr_rows(z, batch)  # (2b, 2B-1), (2b,)
         loss = compute_loss(self.config, similarity, positive)
         if self.world > 1 and sizes[self.rank] * self.world != batch:  # unequal slices
             loss = loss * (sizes[self.rank] * self.world / batch)
@@ -220,23 +255,6 @@ class Trainer:
             z = distributed.gather_rows(z, sizes, grad=False)  # (B, D): the same on every rank
             self.bank.update(indices, z, distinct=True)  # a batch is a slice of a permutation
         return loss.detach(), similarity.detach(), positive, z
-
-    def _gather_views(self, z: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor,
-                                                                         torch.Tensor]:
-        """Every rank's ``[view 1; view 2]`` rows ``(2b, D)`` -> the global views 1 and 2.
-
-        One collective with gradient (its backward sums every rank's gradient); ``(B, D)`` each.
-        """
-        gathered = distributed.gather_rows(z, [2 * n for n in sizes], grad=True)  # (2B, D)
-
-        def build():  # rank r's block is [v1 of its n_r images; v2 of them]
-            starts = [2 * sum(sizes[:r]) for r in range(len(sizes))]
-            first = [torch.arange(s, s + n) for s, n in zip(starts, sizes)]
-            second = [torch.arange(s + n, s + 2 * n) for s, n in zip(starts, sizes)]
-            return torch.cat(first + second).to(z.device)
-        order = self._constant(("views", tuple(sizes), str(z.device)), build)
-        u = gathered[order]  # (2B, D): all view-1 rows, then all view-2 rows
-        return u[: sum(sizes)], u[sum(sizes):]
 
     def _batches(self, perm: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The epoch's global batches on the device (one transfer for the whole epoch)."""
