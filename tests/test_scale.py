@@ -303,3 +303,54 @@ def test_ddp_killed_and_resumed_equals_uninterrupted(tmp_path):
     rows = checkpoint.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]  # rank 0 alone wrote them
     assert rows[0]["penalty_entropy"] is None and rows[1]["penalty_entropy"] is not None
+
+
+# ---------------------------------------------------------------- sweep --workers --devices
+
+
+def test_assign_devices_round_robin():
+    from cl_analysis.study.sweep import assign_devices
+
+    assert assign_devices(4, ["0,1"]) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert assign_devices(3, [0, "cuda:2"]) == ["cuda:0", "cuda:2", "cuda:0"]
+    assert assign_devices(2, ["cpu"]) == ["cpu", "cpu"]  # two runs share one device
+    assert assign_devices(2, None) == [None, None]
+    with pytest.raises(ValueError, match="devices"):
+        assign_devices(2, ["gpu0"])
+
+
+def test_each_worker_trains_on_its_device_and_records_it(monkeypatch):
+    import queue
+
+    from cl_analysis.study import sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "_train_and_evaluate",
+                        lambda name, config, *a: seen.append((name, config.device)))
+    slots = queue.Queue()
+    for slot in sweep.assign_devices(2, ["cpu"]):
+        slots.put(slot)
+    monkeypatch.setattr(sweep, "_WORKER_DEVICE", None)
+    sweep._init_worker(slots)  # as the pool's initializer does in each worker process
+    spec = sweep.SweepSpec(tiny(device="auto"), sweep.SweepGrid(losses=("info_nce",),
+                                                                temperatures=(0.2,)), "smoke")
+    sweep._run_one_in_worker("r", tiny(device="auto").to_dict(), "/tmp/unused", spec.to_dict())
+    assert seen == [("r", "cpu")] and slots.qsize() == 1
+
+
+def test_sweep_records_the_device_of_each_run(tmp_path):
+    from cl_analysis.study import sweep
+
+    spec = sweep.SweepSpec(tiny(epochs=1, linear_probe=False),
+                           sweep.SweepGrid(losses=("info_nce",), temperatures=(0.2,)), "smoke")
+    data = {"cifar10": (make_data(), make_data(16, seed=1))}
+    sweep.run_sweep(spec, tmp_path, progress=False, data=data, devices=["cpu"])
+    (meta,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/sweep_run.json")]
+    assert meta["device"] == "cpu"
+
+
+def test_sweep_cli_takes_devices():
+    from cl_analysis.cli import parse
+
+    args = parse("sweep", ["--profile", "smoke", "--out", "x", "--devices", "0,1"])
+    assert args.devices == ("0,1",)

@@ -23,8 +23,10 @@ identity, and single-process results are bit-identical to those of the code befo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -37,6 +39,20 @@ __all__ = ["init_from_env", "is_distributed", "world_size", "rank", "is_main", "
            "GlobalBatchNorm", "convert_batchnorm", "barrier"]
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_deprecation():
+    """Silence torch's FutureWarning on ``torch.distributed.nn.functional`` (and nothing else).
+
+    torch 2.14 marks it deprecated, yet it is the autograd-aware collective API the project
+    uses (beyond.md §3.4; its backward is the sum this module relies on, tested in
+    tests/test_scale.py).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional",
+                                category=FutureWarning)
+        yield
 
 
 def is_distributed() -> bool:
@@ -152,7 +168,8 @@ def gather_rows(x: Tensor, sizes: Sequence[int], *, grad: bool) -> Tensor:
         x = torch.cat([x, x.new_zeros((top - x.shape[0], *x.shape[1:]))])
     x = x.contiguous()  # pytorch#120386: a non-contiguous gather buffer lost its gradient
     if grad:
-        parts = dist_nn.all_gather(x)
+        with _quiet_deprecation():
+            parts = dist_nn.all_gather(x)
     else:
         parts = [torch.empty_like(x) for _ in sizes]
         dist.all_gather(parts, x)
@@ -203,9 +220,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         total = torch.tensor([float(count)], device=input.device)
         dist.all_reduce(total)  # a tiny CPU collective; this class only serves CPU runs
         n = float(total.item())
-        mean = dist_nn.all_reduce(input.sum(dims)) / n  # (C,)
-        centred = input - mean.view(shape)
-        var = dist_nn.all_reduce(centred.pow(2).sum(dims)) / n  # (C,) biased
+        with _quiet_deprecation():
+            mean = dist_nn.all_reduce(input.sum(dims)) / n  # (C,)
+            centred = input - mean.view(shape)
+            var = dist_nn.all_reduce(centred.pow(2).sum(dims)) / n  # (C,) biased
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
