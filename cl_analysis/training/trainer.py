@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -109,9 +110,12 @@ class Trainer:
             self.model = distributed.convert_batchnorm(self.model, device)
         self.net: torch.nn.Module = self.model  # what the training step calls
         if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device] if self.cuda else None,
-                broadcast_buffers=not config.sync_batchnorm)
+            ddp = torch.nn.parallel.DistributedDataParallel
+            # global BN keeps the buffers equal on every rank: no per-step buffer broadcast
+            sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                    inspect.signature(ddp.__init__).parameters else "broadcast_buffers")
+            self.net = ddp(self.model, device_ids=[device] if self.cuda else None,
+                           **{sync: not config.sync_batchnorm})
         if config.compile and self.cuda:
             self.net = torch.compile(self.net)
         self.bank = None
