@@ -252,13 +252,13 @@ def test_ddp_simclr_loss_and_embedding_gradients_equal_one_process(batch, loss, 
         mine = torch.cat([u.grad[:batch][starts[r]:starts[r] + sizes[r]],
                           u.grad[batch:][starts[r]:starts[r] + sizes[r]]])  # (2 n_r, D)
         assert res["rows"] == (2 * sizes[r], 2 * batch - 1)
-        assert abs(float(res["loss_mean"]) - float(reference)) < 1e-10
+        assert abs(float(res["loss_mean"]) - float(reference.detach())) < 1e-10
         assert (res["grad"] - mine).abs().max() < 1e-10
         if sizes[0] != sizes[1]:
             continue
         # the peers' bugs are far off on the same inputs: the test tells them apart
         assert (res["grad_local_backward_bug"] - mine).abs().max() > 1e-3
-        assert abs(float(res["loss_offset_bug"]) - float(reference)) > 1e-3
+        assert abs(float(res["loss_offset_bug"]) - float(reference.detach())) > 1e-3
 
 
 def _train_config(regime: str, batch: int) -> TrainConfig:
