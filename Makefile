@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PROFILE ?= quick
 DATA_ROOT ?= $(CL_DATA_ROOT)
 
-.PHONY: setup reproduce test test-unit test-notebooks notebooks bench lint clean
+.PHONY: setup reproduce test test-unit test-notebooks notebooks bench gpu-check lint clean
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,10 @@ notebooks:
 bench: setup
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_training.py --profiles quick paper --threads 1 2
+
+## gpu-check: the prepared device check (CUDA: paper profile <= 8 min; CPU: smoke < 3 min) -> $(OUT)
+gpu-check:
+	OUT=$(or $(OUT),reports/gpu-check) PY=$(PY) bash scripts/gpu_check.sh
 
 lint:
 	$(PY) -m ruff check cl_analysis tests benchmarks

@@ -7,8 +7,10 @@ torch.float32; pass labels.long()"``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -22,6 +24,33 @@ _UNNORMALISED_HINT = (
     "losses.cosine_similarity(a, b), or pass unnormalized=True if the values are scaled on "
     "purpose (e.g. logits already divided by a temperature)"
 )
+
+
+_STATE = threading.local()  # per thread: are value-dependent (host-syncing) checks on?
+
+
+def value_checks_enabled() -> bool:
+    """Whether value-dependent checks run (on by default; see :func:`value_checks`)."""
+    return getattr(_STATE, "enabled", True)
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Switch the checks that read tensor *values* (ranges, finiteness) on or off in a block.
+
+    Shape and dtype checks always run: they read Python metadata, not tensor values. The value
+    checks (``check_finite``, the range checks of ``check_similarity``) need ``bool(tensor)``:
+    on a GPU that is a host sync, which stalls a training step until the GPU has caught up. The
+    trainer validates its first step with them on and runs the remaining steps inside
+    ``value_checks(False)``, checking the loss for NaN once per epoch instead. Thread-local;
+    the previous setting is restored on exit.
+    """
+    previous = value_checks_enabled()
+    _STATE.enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _STATE.enabled = previous
 
 
 def check_temperature(temperature: float | Tensor, name: str = "temperature") -> float | Tensor:
@@ -74,8 +103,11 @@ def check_constant(name: str, value) -> None:
 
 
 def check_finite(name: str, x: Tensor) -> None:
-    """Raise if ``x`` holds NaN or inf (a diverged model or unnormalised garbage upstream)."""
-    if not torch.isfinite(x).all():
+    """Raise if ``x`` holds NaN or inf (a diverged model or unnormalised garbage upstream).
+
+    Skipped inside ``value_checks(False)`` (it reads a tensor value: a host sync on a GPU).
+    """
+    if value_checks_enabled() and not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(
             f"{name}: expected finite values, got {bad} NaN/inf value(s); check the model output "
@@ -111,7 +143,8 @@ def check_similarity(similarity: Tensor, positive: Tensor, unnormalized: bool = 
 
     Rule (docs/conventions.md, "similarities"): values must be finite and, unless
     ``unnormalized=True``, lie in [-1, 1] up to the rounding of their dtype — the cosine
-    similarities of Wang & Liu §3. One host sync checks both.
+    similarities of Wang & Liu §3. One host sync checks both; inside ``value_checks(False)``
+    only the shapes and dtypes are checked (no sync).
     """
     check_matrix("similarity", similarity, "(N, M)")
     n, m = similarity.shape
@@ -119,6 +152,8 @@ def check_similarity(similarity: Tensor, positive: Tensor, unnormalized: bool = 
     if m < 2:
         raise ValueError(f"similarity: expected at least 2 columns (a positive and a negative), "
                          f"got shape {tuple(similarity.shape)}; add negatives")
+    if not value_checks_enabled():  # the value checks below sync a GPU (see value_checks)
+        return
     if n and (positive.min() < 0 or positive.max() >= m):
         raise ValueError(
             f"positive: expected column indices in [0, {m - 1}], got min {int(positive.min())} "

@@ -130,6 +130,7 @@ class SweepArgs:
     workers: int  # runs trained at once, one process each
     profile: str = "quick"  # defaults: paper | simclr | quick | smoke (cl-analysis profiles)
     config: str | None = None  # JSON/YAML base config; flags override it
+    devices: tuple[str, ...] = ()  # GPUs the workers share round-robin, e.g. 0,1; empty: --device
     progress: bool = True  # tqdm progress bars
 
 
@@ -273,6 +274,8 @@ def _pretrain(args: PretrainArgs) -> int:
     out = _check_out(args.out)
     config = _preflight(args.run, args.profile)
     result = pretrain(config, out, resume=args.resume, progress=args.progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone reports and evaluates
+        return 0
     last = result["history"][-1] if result["history"] else {}
     print(f"trained {len(result['history'])}/{config.epochs} epochs into {out}; last epoch: "
           f"loss {last.get('loss', float('nan')):.4f}")
@@ -305,7 +308,8 @@ def _sweep(args: SweepArgs) -> int:
     from .study.sweep import run_sweep
 
     out = _check_out(args.out)
-    df = run_sweep(_spec(args), out, progress=args.progress, workers=args.workers)
+    df = run_sweep(_spec(args), out, progress=args.progress, workers=args.workers,
+                   devices=args.devices or None)
     print(df.to_string(index=False))
     print(f"results: {out / 'results.csv'}")
     return 0

@@ -1,6 +1,7 @@
 """Shared pytest options and fixtures.
 
-* ``--runslow`` runs tests marked ``slow`` (skipped by default).
+* ``--runslow`` runs tests marked ``slow`` (skipped by default); tests marked ``cuda`` skip
+  without a CUDA GPU.
 * ``CL_HYPOTHESIS_PROFILE`` picks the hypothesis profile: "ci" (default) or "long".
 * ``cifar_root`` is the real CIFAR-10 root from ``CL_DATA_ROOT``; tests using it skip when unset.
 """
@@ -30,6 +31,13 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip_cuda = pytest.mark.skip(reason="cuda: no CUDA GPU here (scripts/gpu_check.sh)")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip_cuda)
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,14 +281,51 @@ def _train_and_evaluate(name: str, config: TrainConfig, out_root: Path, spec: Sw
     if not (run_dir / EVAL_FILE).is_file():
         _write_json(result or {}, run_dir / EVAL_FILE)
     meta.update(train_time_s=trained - start, eval_time_s=done - trained,
-                wall_time_s=done - start, num_threads=config.num_threads)
+                wall_time_s=done - start, num_threads=config.num_threads, device=config.device)
     _write_json(meta, run_dir / RUN_META_FILE)
+
+
+def assign_devices(workers: int, devices: Sequence[str | int] | None) -> list[str | None]:
+    """The device of each of ``workers`` worker processes: round-robin over ``devices``.
+
+    ``devices`` holds GPU indices (``0``, ``"1"``), device names (``"cuda:1"``, ``"cpu"``) or
+    comma-separated lists of them (``"0,1"``); None or empty keeps every run's configured device
+    (None per worker). With more workers than devices several runs share a GPU (worker i gets
+    ``devices[i % len(devices)]``), e.g. 4 workers on ``0,1`` -> cuda:0, cuda:1, cuda:0, cuda:1.
+
+    Raises:
+        ValueError: an entry that is neither an index nor a device name.
+    """
+    names: list[str] = []
+    for entry in devices or ():
+        for part in str(entry).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name = f"cuda:{part}" if part.isdigit() else part
+            if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+                raise ValueError(f"devices: expected GPU indices or device names (0,1 or "
+                                 f"cuda:0,cuda:1 or cpu), got {part!r}")
+            names.append(name)
+    if not names:
+        return [None] * workers
+    return [names[i % len(names)] for i in range(workers)]
+
+
+_WORKER_DEVICE: str | None = None  # set once in each worker process by _init_worker
+
+
+def _init_worker(slots) -> None:
+    """Pool initializer: this worker process takes the next device of the queue ``slots``."""
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = slots.get()
 
 
 def run_sweep(spec: SweepSpec, out_root: str | os.PathLike, *, progress: bool = True,
               workers: int = 1, train_fn: Callable[..., Any] | None = None,
               eval_fn: Callable[..., Any] | None = None,
-              data: Mapping[str, tuple[Any, Any]] | None = None):
+              data: Mapping[str, tuple[Any, Any]] | None = None,
+              devices: Sequence[str | int] | None = None):
     """Train and evaluate every run of ``spec`` that is not finished yet; resumable.
 
     Writes ``out_root/sweep.json`` (the resolved spec) first. For each run of
@@ -309,6 +347,11 @@ def run_sweep(spec: SweepSpec, out_root: str | os.PathLike, *, progress: bool = 
         data: ``{dataset: (train_set, test_set)}`` passed to both functions (full splits: they
             apply the config's subset and resize). None: loaded once per dataset from each
             config's ``data_root`` by the default functions.
+        devices: spread the workers over these devices (:func:`assign_devices`: ``["0", "1"]``
+            -> cuda:0, cuda:1, round-robin; several workers may share one GPU); each run's
+            ``device`` is replaced by its worker's (a location field: results do not depend on
+            it beyond the device type) and recorded in its ``sweep_run.json``. None: the
+            configured device. With ``workers == 1`` the first device is used.
 
     Returns:
         The results DataFrame (columns :data:`RESULT_COLUMNS`), one row per finished run.
@@ -324,6 +367,9 @@ def run_sweep(spec: SweepSpec, out_root: str | os.PathLike, *, progress: bool = 
     out_root = Path(out_root)
     if out_root.exists() and not out_root.is_dir():
         raise ValueError(f"--out {out_root} is a file; give a folder for the sweep")
+    slots = assign_devices(workers, devices)
+    if workers == 1 and slots[0] is not None:
+        spec = SweepSpec(spec.base.replace(device=slots[0]), spec.grid, spec.profile)
     if workers > 1 and spec.base.num_threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
         spec = SweepSpec(spec.base.replace(num_threads=threads), spec.grid, spec.profile)
@@ -340,7 +386,7 @@ def run_sweep(spec: SweepSpec, out_root: str | os.PathLike, *, progress: bool = 
                disable=not progress)
     try:
         if workers > 1:
-            _run_parallel(spec, todo, out_root, workers, bar, names)
+            _run_parallel(spec, todo, out_root, workers, bar, names, slots)
         else:
             sets_for = _DataCache(data) if (data is not None or train_fn is None) else \
                 (lambda c: {})
@@ -361,6 +407,8 @@ def run_sweep(spec: SweepSpec, out_root: str | os.PathLike, *, progress: bool = 
 def _run_one_in_worker(name: str, config: dict[str, Any], out_root: str,
                        spec: dict[str, Any]) -> str:
     """Train and evaluate one run in a worker process (see ``run_sweep(workers=...)``)."""
+    if _WORKER_DEVICE is not None:
+        config = {**config, "device": _WORKER_DEVICE}
     _train_and_evaluate(name, TrainConfig.from_dict(config), Path(out_root),
                         SweepSpec.from_dict(spec), False, _default_train, _default_eval, {})
     return name
@@ -374,7 +422,8 @@ def _epochs_done(run_dir: Path) -> int:
         return 0  # being rewritten right now
 
 
-def _run_parallel(spec: SweepSpec, todo, out_root: Path, workers: int, bar, names) -> None:
+def _run_parallel(spec: SweepSpec, todo, out_root: Path, workers: int, bar, names,
+                  slots: list[str | None]) -> None:
     """Run ``todo`` in ``workers`` processes; the bars and results move as each run finishes.
 
     The sweep bar advances per finished run; a second bar counts the epochs of every run (read
@@ -389,8 +438,12 @@ def _run_parallel(spec: SweepSpec, todo, out_root: Path, workers: int, bar, name
     ctx = multiprocessing.get_context("spawn")
     spec_dict = spec.to_dict()
     finished: set[str] = set()
+    queue = ctx.Queue()
+    for slot in slots:  # one device per worker process, taken by _init_worker at its start
+        queue.put(slot)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(queue,)) as pool:
             futures = {pool.submit(_run_one_in_worker, name, config.to_dict(), str(out_root),
                                    spec_dict): (name, config) for name, config in todo}
             pending = set(futures)

@@ -13,6 +13,18 @@ import torch
 from torch import Tensor
 
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601-2, as torchvision's rgb_to_grayscale
+_HUE_OFFSETS: dict[torch.device, Tensor] = {}  # (1, 3, 1, 1) per device, built once
+
+
+def _hue_offsets(device: torch.device) -> Tensor:
+    """The sector offsets n = (5, 3, 1) of :func:`adjust_hue` on ``device``, created once.
+
+    Building ``torch.tensor(..., device=cuda)`` in every call is a blocking host-to-device copy.
+    """
+    n = _HUE_OFFSETS.get(device)
+    if n is None:
+        n = _HUE_OFFSETS[device] = torch.tensor((5.0, 3.0, 1.0), device=device).view(1, 3, 1, 1)
+    return n
 
 
 def to_float_batch(x: Tensor) -> Tensor:
@@ -116,7 +128,7 @@ def adjust_hue(x: Tensor, factor: Tensor) -> Tensor:
     # hue in sixths of a turn, in (-1, 5]; ties go to r, then g, as in torchvision
     h6 = torch.where(maxc == r, (g - b) / d,
                      torch.where(maxc == g, (b - r) / d + 2.0, (r - g) / d + 4.0))  # (B, H, W)
-    n = torch.tensor((5.0, 3.0, 1.0), device=x.device).view(1, 3, 1, 1)
+    n = _hue_offsets(x.device)
     k = h6.unsqueeze(1) + (n + 6.0 * factor.view(-1, 1, 1, 1))  # (B, 3, H, W)
     k -= 6.0 * torch.floor(k * (1.0 / 6.0))  # mod 6
     ramp = torch.minimum(k, 4.0 - k).clamp_(0, 1)  # (B, 3, H, W)

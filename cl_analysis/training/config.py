@@ -38,7 +38,8 @@ LOCATION_FIELDS = ("data_root", "device", "num_threads")
 # monitor and how to evaluate. Everything else changes the trajectory and must match. (The device
 # type and, on CPU, the thread count are checked separately against the run's environment.json.)
 RESUME_FREE_FIELDS = (*LOCATION_FIELDS, "epochs", "knn_every", "log_metrics", "monitor_size",
-                      "linear_probe", "probe_epochs", "eval_test_size")
+                      "linear_probe", "probe_epochs", "eval_test_size", "checkpoint_every",
+                      "compile")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -95,6 +96,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format (faster convs)
     num_threads: int | None = None  # torch CPU threads; None: torch's default (recorded)
+    checkpoint_every: int | None = None  # save every k epochs + the last; None: adaptive (<= 5% of time)
+    compile: bool = False  # torch.compile the model on CUDA (ignored on CPU)
+    sync_batchnorm: bool = True  # torchrun: BatchNorm over the global batch (= one process)
     # --- monitoring and evaluation
     knn_every: int = 1  # kNN / uniformity / tolerance monitor every k epochs and at the end
     log_metrics: bool = True  # per-epoch monitor; False: loss, lr and time only
@@ -120,7 +124,8 @@ class TrainConfig:
             _int_at_least(self, name, 1)
         _int_at_least(self, "seed", 0)
         _int_at_least(self, "warmup_epochs", 0)
-        for name in ("subset", "num_threads", "monitor_size", "eval_test_size", "hard_k"):
+        for name in ("subset", "num_threads", "monitor_size", "eval_test_size", "hard_k",
+                     "checkpoint_every"):
             if getattr(self, name) is not None:
                 _int_at_least(self, name, 1)
         if any(w < 1 for w in self.convnet_widths) or not self.convnet_widths:

@@ -2,7 +2,8 @@
 
 ``resolve_device`` turns a config's ``device`` into a ``torch.device`` and says why when ``auto``
 falls back to the CPU; ``describe_environment`` is what a run records in ``environment.json``
-(device, GPU name, torch / CUDA versions, CPU threads, package version, world size);
+(device, GPU name, torch / CUDA versions, CPU threads, package version, world size and
+process-group backend);
 ``check_resume_environment`` refuses to continue a run on another device type, or on CPU with
 another thread count (CPU results depend on it: float sums are split differently).
 """
@@ -82,13 +83,15 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
     except PackageNotFoundError:  # pragma: no cover  (running from an uninstalled checkout)
         package = None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    world = int(torch.distributed.get_world_size()) if (
-        torch.distributed.is_available() and torch.distributed.is_initialized()) else 1
+    grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world = int(torch.distributed.get_world_size()) if grouped else 1
+    backend = str(torch.distributed.get_backend()) if grouped else None
     return {"device": str(device), "device_type": device.type, "gpu": gpu,
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "num_threads": torch.get_num_threads(), "cl_analysis": package,
             "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "world_size": world}
+            "cpu_count": os.cpu_count(), "world_size": world,
+            "backend": backend}
 
 
 def check_resume_environment(run_dir: str | os.PathLike, env: dict[str, Any]) -> None:

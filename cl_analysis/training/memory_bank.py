@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import value_checks_enabled
+
 
 class MemoryBank(nn.Module):
     """Memory bank of N entries of dimension D, stored as the buffer ``bank`` (N, D).
@@ -61,6 +63,8 @@ class MemoryBank(nn.Module):
             if indices.shape != (z.shape[0],):
                 raise ValueError(f"{name}: indices: expected shape ({z.shape[0]},) (one per row "
                                  f"of z), got {tuple(indices.shape)}")
+            if not value_checks_enabled():  # the range check below is a host sync on a GPU
+                return
             if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.size):
                 raise ValueError(f"{name}: indices: expected values in [0, {self.size - 1}] "
                                  f"(dataset indices of the batch), got min {int(indices.min())} "
@@ -101,7 +105,7 @@ class MemoryBank(nn.Module):
             return z.float() @ self.bank.detach().float().T  # (B, D) @ (D, N) -> (B, N)
 
     @torch.no_grad()
-    def update(self, indices: Tensor, z: Tensor) -> None:
+    def update(self, indices: Tensor, z: Tensor, *, distinct: bool = False) -> None:
         """EMA update of the batch's entries: v_i <- normalize(m v_i + (1 - m) z_i).
 
         Repeated indices are applied sequentially in batch order (rule of docs/conventions.md):
@@ -111,9 +115,16 @@ class MemoryBank(nn.Module):
         Args:
             indices: (B,) dataset indices of the batch; repeats allowed (applied in order).
             z: (B, D) embeddings of the batch; detached here.
+            distinct: the caller guarantees no repeated index (a training batch: a slice of one
+                permutation). One vectorised write then replaces the rounds, whose construction
+                reads values back (a host sync on a GPU); the result is the same.
         """
         self._check("update", indices, z)
         indices, z = indices.to(self.bank.device), z.detach().to(self.bank)
+        if distinct:
+            v = self.bank[indices] * self.momentum + z * (1 - self.momentum)
+            self.bank[indices] = F.normalize(v, dim=1)  # (B, D)
+            return
         for rows in self._rounds(indices):
             idx = indices[rows]
             v = self.bank[idx] * self.momentum + z[rows] * (1 - self.momentum)

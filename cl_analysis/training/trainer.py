@@ -3,11 +3,26 @@
 Split from :mod:`cl_analysis.train` (which holds ``TrainConfig`` and the run-directory logic) to
 keep modules small. The step order of the memory-bank regime follows the authors (Wang & Liu
 §5.1, InstDisc): loss against the bank, backward, SGD step, then the bank update.
+
+**No host sync in the step.** On a GPU the host must never wait for the device inside the loop:
+the epoch's permutation travels once, the augmentation parameters in one non-blocking copy, the
+input checks that read values (ranges, finiteness) run on the first step only (the loss is
+checked for NaN once per epoch), the penalty-entropy monitor runs only in monitored epochs, the
+bank update of a batch of distinct indices is one vectorised write, constant tensors are built
+once, and the loss is read back only at the end of the epoch (the progress bar shows the last
+value whose copy has finished). ``tests/test_scale.py`` counts the syncs of a step.
+
+**Data parallel** (``torchrun``, :mod:`.distributed`): every rank draws the global batch's
+permutation and augmentation parameters from the same generator and embeds its slice; SimCLR
+gathers every rank's embeddings with gradient, the memory bank is updated on every rank from the
+gathered batch; the result equals one process with the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import diagnostics, gradients, losses, metrics, registry, weighting
-from . import augment, data
+from .._checks import value_checks
+from . import augment, data, distributed
 from .memory_bank import MemoryBank
 from .models import ContrastiveModel, build_model
 from .schedules import cosine_temperature, lr_at
@@ -42,6 +58,47 @@ def compute_loss(config: TrainConfig, similarity: torch.Tensor, positive: torch.
                             unnormalized=config.regime == "memory_bank")
 
 
+def simclr_rows(z: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of SimCLR's global in-batch similarity matrix, with exact gradients.
+
+    One process: ``losses.simclr_similarity(z[:batch], z[batch:])``. Under DDP, ``z`` holds this
+    rank's ``[view 1; view 2]`` embeddings ``(2 b, D)`` of its slice of the global batch; every
+    rank's rows are gathered with gradient (one collective whose backward sums every rank's
+    gradient into the owner's rows), put in one process's order (all view-1 rows, then all
+    view-2 rows), and this rank's anchors are selected from the global ``(2B, 2B - 1)`` matrix,
+    positives included (no per-rank offset to get wrong). The mean loss over the returned rows,
+    averaged over ranks (DDP), is the one-process loss and has its gradient (beyond.md §3.1).
+
+    Args:
+        z: ``(2 b, D)`` this rank's embeddings, view 1 then view 2 of the same b images.
+        batch: the global batch size B (images).
+
+    Returns:
+        ``(similarity (2b, 2B - 1), positive (2b,))`` this rank's anchors.
+    """
+    if not distributed.is_distributed():
+        return losses.simclr_similarity(z[:batch], z[batch:])
+    sizes = distributed.slice_sizes(batch)
+    gathered = distributed.gather_rows(z, [2 * n for n in sizes], grad=True)  # (2B, D)
+    order, rows = _simclr_index(batch, distributed.world_size(), distributed.rank(), z.device)
+    u = gathered[order]  # (2B, D): all view-1 rows, then all view-2 rows
+    similarity, positive = losses.simclr_similarity(u[:batch], u[batch:])  # (2B, 2B - 1)
+    return similarity[rows], positive[rows]
+
+
+@functools.lru_cache(maxsize=16)
+def _simclr_index(batch: int, world: int, rank: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant index tensors of :func:`simclr_rows`, built (and copied to the device) once."""
+    sizes = distributed.slice_sizes(batch, world)
+    starts = [2 * sum(sizes[:r]) for r in range(world)]  # rank r holds [v1 of n_r; v2 of n_r]
+    order = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, sizes)]
+                      + [torch.arange(s + n, s + 2 * n) for s, n in zip(starts, sizes)])
+    start = sum(sizes[:rank])
+    mine = torch.arange(start, start + sizes[rank])
+    return order.to(device), torch.cat([mine, mine + batch]).to(device)
+
+
 class Trainer:
     """Model, bank, optimiser, augmentation and RNG of one run; ``train_epoch`` does one epoch."""
 
@@ -55,6 +112,19 @@ class Trainer:
                                                    config.convnet_widths).to(device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if self.world > 1 and config.sync_batchnorm:  # global-batch BN: as one process
+            self.model = distributed.convert_batchnorm(self.model, device)
+        self.net: torch.nn.Module = self.model  # what the training step calls
+        if self.world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel
+            # global BN keeps the buffers equal on every rank: no per-step buffer broadcast
+            sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                    inspect.signature(ddp.__init__).parameters else "broadcast_buffers")
+            self.net = ddp(self.model, device_ids=[device] if self.cuda else None,
+                           **{sync: not config.sync_batchnorm})
+        if config.compile and self.cuda:
+            self.net = torch.compile(self.net)
         self.bank = None
         if config.regime == "memory_bank":
             g = torch.Generator().manual_seed(config.seed + 1)
@@ -79,17 +149,19 @@ class Trainer:
         if registry.get(config.loss).takes_k:  # fail before training if K exceeds the negatives
             config.hard_k_for(columns)
         self._queries: tuple[torch.Tensor, torch.Tensor] | None = None  # last epoch's anchors
+        self._validated = False  # the first step runs the value checks (then: no host syncs)
+        self._constants: dict[tuple, torch.Tensor] = {}  # index tensors built once per shape
 
     def autocast(self):
         """bf16 autocast on CUDA when ``config.amp``; a no-op elsewhere."""
         enabled = self.cuda and self.config.amp
         return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
-    def _embed_views(self, views: torch.Tensor) -> torch.Tensor:
+    def _embed_views(self, views: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
         if self.config.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return self.model(views)  # (B, D) float32, unit norm
+            return (net or self.model)(views)  # (B, D) float32, unit norm
 
     @torch.no_grad()
     def embed_both(self, images: torch.Tensor,
@@ -129,12 +201,16 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if self.cuda:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"format": 1, "config": self.config.to_dict(), "epoch": epoch,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "bank": self.bank.state_dict() if self.bank is not None else None,
-                "rng": rng, "history": history,
-                "log_temperature": None if self.log_temperature is None
-                else self.log_temperature.detach().clone()}
+        out = {"format": 1, "config": self.config.to_dict(), "epoch": epoch,
+               "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+               "bank": self.bank.state_dict() if self.bank is not None else None,
+               "rng": rng, "history": history,
+               "log_temperature": None if self.log_temperature is None
+               else self.log_temperature.detach().clone()}
+        if self.world > 1:  # a collective: every rank calls state(); rank 0 writes it
+            out["rng_ranks"] = distributed.gather_objects(rng)
+            out["world_size"] = self.world
+        return out
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore a ``state()`` dict (possibly saved on another device)."""
@@ -145,10 +221,48 @@ class Trainer:
         if self.log_temperature is not None:
             with torch.no_grad():
                 self.log_temperature.copy_(state["log_temperature"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["data"])
-        if self.cuda and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        ranks = state.get("rng_ranks")  # a DDP checkpoint: each rank its own (same world size)
+        rng = ranks[self.rank] if ranks is not None and len(ranks) == self.world else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["data"])
+        if self.cuda and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def _constant(self, key: tuple, build) -> torch.Tensor:
+        """A constant tensor (e.g. an index list) built once per ``key`` and kept."""
+        t = self._constants.get(key)
+        if t is None:
+            t = self._constants[key] = build()
+        return t
+
+    def _rank_rows(self, batch: int, copies: int) -> torch.Tensor:
+        """This rank's rows (CPU int64) of the ``copies * batch`` views of a global batch.
+
+        View copy c of image i is row ``c * batch + i``, as one process stacks them.
+        """
+        def build():
+            sl = distributed.local_slice(batch)
+            return torch.cat([torch.arange(sl.start, sl.stop) + c * batch for c in range(copies)])
+        return self._constant(("rows", batch, copies), build)
+
+    def _views(self, indices: torch.Tensor, copies: int) -> torch.Tensor:
+        """Augmented views of this rank's share of the global batch ``indices`` (B,).
+
+        The parameters of all ``copies * B`` views are drawn (one stream for any number of
+        processes); this rank applies those of its rows. Returns ``(copies * b, 3, S, S)``.
+        """
+        batch = len(indices)
+        height, width = self.images.shape[-2:]
+        params = self.augment.sample_params(copies * batch, height, width,
+                                            generator=self.generator)
+        if self.world > 1:
+            rows = self._rank_rows(batch, copies)
+            params = {k: v.index_select(0, rows.to(v.device)) for k, v in params.items()}
+            indices = indices[distributed.local_slice(batch)]
+        x = self.images[indices]  # (b, 3, H, W) uint8
+        if copies == 2:
+            x = torch.cat([x, x])
+        return self.augment.apply(x, params)
 
     def step_temperature(self, similarity: torch.Tensor,
                          positive: torch.Tensor) -> float | torch.Tensor:
@@ -180,20 +294,31 @@ class Trainer:
 
     def train_step(self, indices: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor,
                                                                    torch.Tensor, torch.Tensor]:
-        """One SGD step on the images ``indices`` (B,); returns (loss, similarity, positive, z)."""
+        """One SGD step on the global batch ``indices`` (B,) of distinct dataset indices.
+
+        Returns ``(loss, similarity, positive, z)``: this rank's loss (its mean over its anchors
+        times ``W n_rank / n_global``, whose average over ranks is the global-batch loss; one
+        process: the loss), this rank's similarity rows and positives, and the detached
+        embeddings (memory bank: of the whole global batch, rows in the order of ``indices``;
+        SimCLR: this rank's views).
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x = self.images[indices]  # (B, 3, H, W) uint8
+        batch = len(indices)
+        sizes = distributed.slice_sizes(batch) if self.world > 1 else [batch]
         if self.bank is not None:
-            z = self._embed_views(self.augment(x, generator=self.generator))  # (B, D)
-            similarity, positive = self.bank.similarity(z), indices  # (B, N), (B,)
+            z = self._embed_views(self._views(indices, 1), self.net)  # (b, D)
+            local = indices[distributed.local_slice(batch)] if self.world > 1 else indices
+            similarity, positive = self.bank.similarity(z), local  # (b, N), (b,)
         else:
-            views = self.augment(torch.cat([x, x]), generator=self.generator)  # (2B, 3, S, S)
-            z = self._embed_views(views)  # (2B, D): both views through one BN pass
-            similarity, positive = losses.simclr_similarity(z[: len(x)], z[len(x):])  # (2B, 2B-1)
+            views = self._views(indices, 2)  # (2b, 3, S, S): both views through one BN pass
+            z = self._embed_views(views, self.net)  # (2b, D)
+            similarity, positive = simclr_rows(z, batch)  # (2b, 2B-1), (2b,)
         tau = self.step_temperature(similarity, positive)
         self.last_temperature = tau
         loss = compute_loss(self.config, similarity, positive, tau)
+        if self.world > 1 and sizes[self.rank] * self.world != batch:  # unequal slices
+            loss = loss * (sizes[self.rank] * self.world / batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -201,20 +326,44 @@ class Trainer:
             with torch.no_grad():
                 self.log_temperature.clamp_(math.log(self.config.temperature_min),
                                             math.log(self.config.temperature_max))
+        z = z.detach()
         if self.bank is not None:  # after the step, as the authors: the loss saw the old bank
-            self.bank.update(indices, z.detach())
-        return loss.detach(), similarity.detach(), positive, z.detach()
+            z = distributed.gather_rows(z, sizes, grad=False)  # (B, D): the same on every rank
+            self.bank.update(indices, z, distinct=True)  # a batch is a slice of a permutation
+        return loss.detach(), similarity.detach(), positive, z
 
-    def train_epoch(self, epoch: int, progress: bool = True) -> dict[str, Any]:
-        """One pass over a fresh permutation; returns the epoch's log row (no kNN yet)."""
-        cfg, n = self.config, len(self.images)
-        perm = torch.randperm(n, generator=self.generator)  # (N,) CPU
+    def _batches(self, perm: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The epoch's global batches on the device (one transfer for the whole epoch)."""
+        cfg, n = self.config, len(perm)
         if cfg.regime == "simclr":
             if n < cfg.batch_size:
                 raise ValueError(f"the simclr regime drops partial batches; {n} images < "
                                  f"batch_size={cfg.batch_size}: lower batch_size")
             perm = perm[: n - n % cfg.batch_size]
-        batches = perm.split(cfg.batch_size)
+        elif self.world > 1 and 0 < n % cfg.batch_size < self.world:
+            perm = perm[: n - n % cfg.batch_size]  # a last batch too small to give every rank one
+        if self.cuda:
+            perm = perm.pin_memory().to(self.device, non_blocking=True)
+        else:
+            perm = perm.to(self.device)
+        return perm.split(cfg.batch_size)
+
+    def train_epoch(self, epoch: int, progress: bool = True,
+                    monitored: bool = True) -> dict[str, Any]:
+        """One pass over a fresh permutation; returns the epoch's log row (no kNN yet).
+
+        Args:
+            epoch: 0-based epoch (sets the learning rate).
+            progress: a tqdm bar over the batches (rank 0 only).
+            monitored: compute the per-step monitor (penalty entropy, positive similarity, the
+                bank monitor's queries); False leaves them None (an epoch without monitor).
+
+        Raises:
+            ValueError: if the loss became NaN or inf during the epoch.
+        """
+        cfg = self.config
+        perm = torch.randperm(len(self.images), generator=self.generator)  # (N,) CPU
+        batches = self._batches(perm)
         sums = torch.zeros(4, device=self.device)  # loss, entropy, positive sim, anchors
         tau_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # τ of every step
         if cfg.temperature_schedule == "cosine":
@@ -222,31 +371,44 @@ class Trainer:
                 epoch, tau_min=cfg.temperature_min, tau_max=cfg.temperature_max,
                 period=cfg.temperature_period)
         queries, query_labels = [], []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        log = cfg.log_metrics and monitored
+        show = progress and self.rank == 0
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
+        shown = _LazyScalar(self.device) if show else None
         for step, idx in enumerate(bar):
             lr = lr_at(cfg.schedule, epoch, step, len(batches), base_lr=cfg.lr,
                        total_epochs=cfg.epochs, milestones=cfg.lr_milestones,
                        gamma=cfg.lr_gamma, warmup_epochs=cfg.warmup_epochs)
-            idx = idx.to(self.device)
-            loss, sim, pos, z = self.train_step(idx, lr)
-            sums[0] += loss
-            tau = self.last_temperature
-            tau = tau.detach() if isinstance(tau, torch.Tensor) else tau
-            if cfg.temperature_schedule != "constant":
-                tau_sum += tau
-            if cfg.log_metrics:
-                rows = torch.arange(len(pos), device=self.device)
-                sums[1] += gradients.penalty_entropy(sim, pos, tau, unnormalized=True).sum()
-                sums[2] += sim[rows, pos].float().sum()
-                sums[3] += len(pos)
-                have = sum(len(q) for q in queries)
-                if self.bank is not None and have < MONITOR_QUERIES:
-                    queries.append(z[: MONITOR_QUERIES - have])
-                    query_labels.append(self.labels[idx[: MONITOR_QUERIES - have]])
-            if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        s = sums.tolist()
-        row = {"epoch": epoch + 1, "loss": s[0] / len(batches), "lr": lr,
+            with value_checks(not self._validated):
+                loss, sim, pos, z = self.train_step(idx, lr)
+                self._validated = True
+                sums[0] += loss
+                tau = self.last_temperature
+                tau = tau.detach() if isinstance(tau, torch.Tensor) else tau
+                if cfg.temperature_schedule != "constant":
+                    tau_sum += tau
+                if log:
+                    rows = self._constant(("arange", len(pos), str(self.device)),
+                                          lambda: torch.arange(len(pos), device=self.device))
+                    sums[1] += gradients.penalty_entropy(sim, pos, tau,
+                                                         unnormalized=True).sum()
+                    sums[2] += sim[rows, pos].float().sum()
+                    sums[3] += len(pos)
+                    have = sum(len(q) for q in queries)
+                    if self.bank is not None and have < MONITOR_QUERIES:
+                        queries.append(z[: MONITOR_QUERIES - have])
+                        query_labels.append(self.labels[idx[: MONITOR_QUERIES - have]])
+            if shown is not None and step % 10 == 0:
+                value = shown.read()
+                if value is not None:
+                    bar.set_postfix(loss=f"{value:.4f}")
+                shown.record(loss)
+        s = distributed.all_reduce_sum(sums).tolist()  # the epoch's one read-back
+        if not all(map(math.isfinite, s[:3])):
+            raise ValueError(f"the loss became NaN or inf in epoch {epoch + 1} (sum {s[0]}); "
+                             f"lower the learning rate (--lr) or check the data")
+        loss_sum = s[0] / self.world if self.world > 1 else s[0]
+        row = {"epoch": epoch + 1, "loss": loss_sum / len(batches), "lr": lr,
                "penalty_entropy": s[1] / s[3] if s[3] else None,
                "positive_similarity": s[2] / s[3] if s[3] else None,
                "temperature": cfg.temperature if cfg.temperature_schedule == "constant"
@@ -313,3 +475,31 @@ class Trainer:
                         f"{space}_w2_uniformity": diagnostics.wasserstein_uniformity(u),
                         f"{space}_neg_sim_mean": neg["mean"], f"{space}_neg_sim_var": neg["var"]})
         return out
+
+
+class _LazyScalar:
+    """A loss value for the progress bar, read without a host sync.
+
+    ``record`` starts a non-blocking copy to pinned host memory and records a CUDA event;
+    ``read`` returns the last recorded value once its event has completed (``event.query()``
+    does not block), else None. On a CPU the value is read directly.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.buffer = torch.zeros((), pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+
+    def record(self, value: torch.Tensor) -> None:
+        """Start copying the 0-dim ``value`` to the host."""
+        self.buffer.copy_(value.detach().float(), non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+        self.pending = True
+
+    def read(self) -> float | None:
+        """The last recorded value if its copy has finished, else None."""
+        if not self.pending or (self.event is not None and not self.event.query()):
+            return None
+        return float(self.buffer)
