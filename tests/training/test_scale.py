@@ -409,7 +409,7 @@ def test_gpu_check_script_runs_on_cpu(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine the script runs the paper profile: run it directly")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OUT": str(tmp_path), "PY": sys.executable}
     env.pop("CL_DATA_ROOT", None)
     done = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh")], env=env,
