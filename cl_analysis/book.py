@@ -116,10 +116,17 @@ def _inputs_hash(notebooks: Sequence[Path], texts: Mapping[str, str],
 
 
 def _static_notebook(source: Path, target: Path) -> None:
-    """Copy a notebook, replacing ipywidgets outputs (CDN JavaScript) by a short note."""
+    """Copy a notebook, replacing ipywidgets outputs (CDN JavaScript) by a short note.
+
+    Papermill's injected parameter cell (machine paths, CI plumbing) is hidden like the
+    notebook's own parameter cell (``remove-cell``).
+    """
     nb = json.loads(source.read_text("utf-8"))
     nb.get("metadata", {}).pop("widgets", None)
     for cell in nb.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell["metadata"]["tags"] = [*tags, "remove-cell"]
         outputs = cell.get("outputs") or []
         for i, out in enumerate(outputs):
             if _WIDGET_VIEW in (out.get("data") or {}):

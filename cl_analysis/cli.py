@@ -146,6 +146,7 @@ class ReproduceArgs:
     workers: int  # runs trained at once, one process each
     profile: str = "quick"  # defaults: paper | simclr | quick | smoke (cl-analysis profiles)
     config: str | None = None  # JSON/YAML base config; flags override it
+    devices: tuple[str, ...] = ()  # GPUs the workers share round-robin, e.g. 0,1; empty: --device
     runs: str | None = None  # sweep folder, reused when it exists; None: runs/<profile>
     notebooks: str | None = None  # folder of the NN_*.ipynb notebooks; None: the checkout's
     book: bool = True  # build the HTML book (reports/book/html/index.html) at the end
@@ -323,7 +324,8 @@ def _reproduce(args: ReproduceArgs) -> int:
     _check_out(args.out)
     _check_out(str(runs))
     written = reproduce(spec, runs, args.out, workers=args.workers,
-                        notebook_dir=args.notebooks, progress=args.progress, book=args.book)
+                        notebook_dir=args.notebooks, progress=args.progress, book=args.book,
+                        devices=args.devices or None)
     for line in written:
         print(line)
     return 0

@@ -18,7 +18,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 def reproduce(spec, runs_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
               workers: int = 1, notebook_dir: str | os.PathLike | None = None,
-              progress: bool = True, book: bool = True) -> list[str]:
+              progress: bool = True, book: bool = True, devices=None) -> list[str]:
     """The main job: train ``spec`` and its density study, execute the notebooks, write the rest.
 
     Trains (resumably) into ``runs_dir``; executes every notebook into ``out_dir`` unless its
@@ -26,6 +26,9 @@ def reproduce(spec, runs_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     claims into ``ledger.md`` / ``ledger.json``; writes ``summary.md`` / ``.html`` (Table 1 and
     the ledger); builds the book (``out_dir/book/html/index.html``). A claim that does not hold
     is a ✗ in the ledger, never an error: the job always completes unless something is broken.
+
+    ``workers`` / ``devices``: as :func:`cl_analysis.study.sweep.run_sweep` (several runs at
+    once, spread over GPUs).
 
     Returns:
         Lines for the user: runs, notebooks (executed or reused), ledger verdicts, summary, book.
@@ -36,8 +39,9 @@ def reproduce(spec, runs_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     from .training.checkpoint import write_text_atomic
 
     runs_dir, out = Path(runs_dir), Path(out_dir)
-    run_sweep(spec, runs_dir, progress=progress, workers=workers)
-    run_sweep(density_spec(spec), runs_dir / "density", progress=progress, workers=workers)
+    run_sweep(spec, runs_dir, progress=progress, workers=workers, devices=devices)
+    run_sweep(density_spec(spec), runs_dir / "density", progress=progress, workers=workers,
+              devices=devices)
     notebooks, reused = execute_notebooks(out, {"RUNS_DIR": str(runs_dir)},
                                           notebook_dir=notebook_dir, progress=progress,
                                           inputs=_run_inputs(runs_dir), report_reuse=True)
