@@ -321,6 +321,9 @@ class Trainer:
             loss = loss * (sizes[self.rank] * self.world / batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1 and self.log_temperature is not None and \
+                self.log_temperature.grad is not None:  # outside DDP's model: average by hand
+            distributed.all_reduce_sum(self.log_temperature.grad).div_(self.world)
         self.optimizer.step()
         if self.log_temperature is not None:  # clamp after the step, as CLIP's logit scale
             with torch.no_grad():
