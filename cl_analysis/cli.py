@@ -31,7 +31,7 @@ from .study.profiles import PROFILES, get_profile
 from .training.config import TrainConfig, load_config, scale_milestones
 
 COMMANDS = ("pretrain", "evaluate", "sweep", "reproduce", "analyze", "profiles")
-_Run = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]  # flat flags: --batch-size, not --run.batch-size
+_Run = Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]  # flat: --batch-size, not --run.batch-size
 
 EPILOG = """examples:
   cl-analysis pretrain --profile quick --data-root ../shared/data/cifar10 --loss hard \\
@@ -202,7 +202,7 @@ def parse(command: str, argv: list[str]):
         return _parse(PretrainArgs, argv, prog, default)
     grid, workers = get_profile(profile).grid, get_profile(profile).workers
     cls = SweepArgs if command == "sweep" else ReproduceArgs
-    seeds = grid.seeds if pre.seed is None else (int(pre.seed),)  # --seed S: the grid's seeds = (S,)
+    seeds = grid.seeds if pre.seed is None else (int(pre.seed),)  # --seed S: grid seeds (S,)
     default = cls(out=tyro.MISSING, run=base, losses=grid.losses,
                   temperatures=grid.temperatures, seeds=seeds, workers=workers,
                   profile=profile)

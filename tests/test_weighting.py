@@ -189,7 +189,8 @@ def test_macl_with_alpha_zero_weights_info_nce_at_tau():
     assert tau_a.item() == pytest.approx(0.3, rel=1e-15)
     torch.testing.assert_close(
         losses.macl(s, p, 0.3, alpha=0.0, reduction="none"),
-        weighting.anchor_weights(s, p, 0.3, "flat_nce") * losses.info_nce(s, p, 0.3, reduction="none"))
+        weighting.anchor_weights(s, p, 0.3, "flat_nce")
+        * losses.info_nce(s, p, 0.3, reduction="none"))
 
 
 # ---- stability grid: tau 0.01-100, float32 / bf16 / fp16 ------------------------------------

@@ -247,7 +247,8 @@ def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict 
     settings (``linear_probe``, ``probe_epochs``, ``eval_test_size``) come from the run's config;
     the arguments below override them. ``embeddings_test.pt`` holds ``z`` (float16 (M, D) test
     projections) and ``labels`` (M,) in the test set's order (class-sorted for class folders:
-    subsample at random with :meth:`cl_analysis.study.runs.Run.test_embeddings`), ``local_separation``
+    subsample at random with :meth:`cl_analysis.study.runs.Run.test_embeddings`),
+    ``local_separation``
     ((M, k+1) per test anchor), ``local_separation_anchors`` (200 seeded anchors for Fig. 8 box
     plots) and, with a bank, ``local_separation_bank`` ((Q, k+1) in the authors' protocol).
 

@@ -138,6 +138,7 @@ class MirrorThen:
         self.transform = transform
 
     def __call__(self, images: Tensor) -> Tensor:
+        """The mirrored batch, transformed."""
         return self.transform(images.flip(-1))
 
 

@@ -122,5 +122,5 @@ def get_profile(name: str) -> Profile:
 
 
 def profile_config(name: str, **overrides: Any) -> TrainConfig:
-    """The :class:`TrainConfig` of profile ``name`` with ``overrides`` (see :meth:`Profile.config`)."""
+    """The :class:`TrainConfig` of profile ``name`` with ``overrides`` (:meth:`Profile.config`)."""
     return get_profile(name).config(**overrides)

@@ -137,8 +137,10 @@ class SweepRuns:
         return self.spec.base.regime == "memory_bank"
 
     def results_by_protocol(self):
-        """``results`` with the ``*_bank`` columns filled from the test protocol when the regime
-        has no memory bank (SimCLR), so the paper's figures can be drawn for either regime.
+        """``results``, with ``*_bank`` columns from the test protocol when there is no bank.
+
+        In the SimCLR regime the authors' bank protocol does not exist; filling its columns from
+        the test protocol lets the paper's figures be drawn for either regime.
         """
         df = self.results.copy()
         if not self.has_bank:

@@ -26,7 +26,8 @@ from .data import DATASETS
 from .models import HEAD_KINDS, MODEL_NAMES
 from .schedules import SCHEDULES, TEMPERATURE_SCHEDULES
 
-__all__ = ["TrainConfig", "REGIMES", "AUGMENTS", "BANK_INITS", "LOCATION_FIELDS", "RESUME_FREE_FIELDS",
+__all__ = ["TrainConfig", "REGIMES", "AUGMENTS", "BANK_INITS", "LOCATION_FIELDS",
+           "RESUME_FREE_FIELDS",
            "load_config", "scale_milestones"]
 
 REGIMES = ("memory_bank", "simclr")
@@ -67,10 +68,10 @@ class TrainConfig:
     convnet_widths: tuple[int, ...] = (32, 64, 128, 256)  # block widths of model=convnet
     # --- loss
     regime: str = "memory_bank"  # memory_bank (InstDisc bank, the paper) | simclr (in-batch)
-    loss: str = "info_nce"  # info_nce (Eq. 1) | hard (Eq. 9) | simple (Eq. 3) | hard_simple | tau_zero_limit (Eq. 6)
+    loss: str = "info_nce"  # info_nce (Eq.1) | hard (Eq.9) | simple (Eq.3) | hard_simple | ...
     temperature: float = 0.07  # temperature τ > 0 (the paper sweeps 0.07 to 1.0)
     hard_k: int | None = None  # K hardest negatives kept by hard/hard_simple; None: hard_fraction
-    hard_fraction: float | None = None  # K = fraction x candidates; None with hard_k None: 4095/50000
+    hard_fraction: float | None = None  # K = fraction x candidates; both None: 4095/50000
     simple_lam: float | None = None  # λ of the simple losses; None: losses.simple's default
     bank_momentum: float = 0.5  # memory-bank EMA momentum m in [0, 1) (InstDisc: 0.5)
     bank_init: str = "random"  # random U(-1/sqrt(D/3), ...) as the authors | features f(x)
@@ -87,7 +88,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum in [0, 1)
     weight_decay: float = 5e-4  # SGD weight decay >= 0 (CIFAR/SVHN: 5e-4; ImageNet-100: 1e-4)
     schedule: str = "step"  # step (x lr_gamma at lr_milestones) | cosine (per step, after warm-up)
-    lr_milestones: tuple[int, ...] = (160, 190)  # increasing epochs in [1, epochs) of the step decay
+    lr_milestones: tuple[int, ...] = (160, 190)  # increasing epochs in [1, epochs): step decays
     lr_gamma: float = 0.1  # step-schedule decay factor in (0, 1]
     warmup_epochs: int = 0  # linear warm-up epochs, 0 <= warmup_epochs < epochs
     seed: int = 0  # seeds weights, bank, subset, data order and augmentation
@@ -96,7 +97,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format (faster convs)
     num_threads: int | None = None  # torch CPU threads; None: torch's default (recorded)
-    checkpoint_every: int | None = None  # save every k epochs + the last; None: adaptive (<= 5% of time)
+    checkpoint_every: int | None = None  # save every k epochs + the last; None: adaptive (<= 5%)
     compile: bool = False  # torch.compile the model on CUDA (ignored on CPU)
     sync_batchnorm: bool = True  # torchrun: BatchNorm over the global batch (= one process)
     # --- monitoring and evaluation

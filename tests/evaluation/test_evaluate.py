@@ -1,4 +1,4 @@
-"""Tests of cl_analysis.evaluation.linear_probe and cl_analysis.evaluation.evaluate on tiny synthetic data (CPU)."""
+"""Tests of cl_analysis.evaluation.linear_probe and .evaluate on tiny synthetic data (CPU)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 
-from cl_analysis.training.augment import EvalTransform
-from cl_analysis.training.data import ImageDataset
 from cl_analysis.evaluation.evaluate import (
     BANK_KEYS,
     EVAL_KEYS,
@@ -24,6 +22,8 @@ from cl_analysis.evaluation.linear_probe import (
     probe_from_model,
     snapshot_model,
 )
+from cl_analysis.training.augment import EvalTransform
+from cl_analysis.training.data import ImageDataset
 from cl_analysis.training.models import build_model
 
 SIZE = 16

@@ -10,9 +10,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from cl_analysis.study.sweep import RESULT_COLUMNS  # noqa: E402
 from cl_analysis.plots import experiments as pe  # noqa: E402
 from cl_analysis.plots import tables as pt  # noqa: E402
+from cl_analysis.study.sweep import RESULT_COLUMNS  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

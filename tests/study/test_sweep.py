@@ -39,7 +39,8 @@ class FakeEvaluator:
         config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         linear, probe_epochs = config.linear_probe, config.probe_epochs  # from the run's config
         self.calls.append((run_dir.name, linear, probe_epochs))
-        t = 0.5 if "-t" not in run_dir.name else float(run_dir.name.split("-t", 1)[1].split("-s")[0])
+        name = run_dir.name
+        t = 0.5 if "-t" not in name else float(name.split("-t", 1)[1].split("-s")[0])
         # flat, like evaluate.evaluate_run's eval.json (accuracies as fractions)
         result = {"linear_top1": 0.5 + t / 100 if linear else None, "knn_top1": 0.4 + t / 100,
                   "uniformity": 3.0 - t, "tolerance": 0.1 * t, "alignment": 0.5,
@@ -60,7 +61,8 @@ def _spec(losses=("info_nce", "hard", "simple"), temperatures=(0.07, 0.3), seeds
 
 
 def test_runs_names_order_and_tau_free_once():
-    spec = SweepSpec(_base(epochs=3), SweepGrid(losses=("info_nce", "hard", "simple", "hard_simple"),
+    losses = ("info_nce", "hard", "simple", "hard_simple")
+    spec = SweepSpec(_base(epochs=3), SweepGrid(losses=losses,
                                                 temperatures=(0.07, 1.0), seeds=(0, 1)))
     runs = spec.runs()
     names = [n for n, _ in runs]

@@ -106,7 +106,8 @@ def test_replace_validates():
 
 def test_scale_milestones():
     quick = TrainConfig(epochs=80, lr_milestones=(64, 76))
-    assert scale_milestones(quick, 3).lr_milestones == (2,)  # 64/76 of 80 -> 2.4, 2.85 -> 2, 3(dropped)
+    # 64/76 of 80 -> 2.4, 2.85 -> 2, 3 (dropped)
+    assert scale_milestones(quick, 3).lr_milestones == (2,)
     assert scale_milestones(quick, 3).epochs == 3
     assert scale_milestones(TrainConfig(), 100).lr_milestones == (80, 95)
     assert scale_milestones(TrainConfig(), 1).lr_milestones == ()  # nothing fits in 1 epoch

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_analysis.training import checkpoint, schedules
-from cl_analysis.training.checkpoint import check_compatible, load_checkpoint, save_atomic
-from cl_analysis.training.data import ImageDataset
 from cl_analysis import registry
 from cl_analysis.registry import LOSS_NAMES
+from cl_analysis.training import checkpoint, schedules
+from cl_analysis.training.checkpoint import check_compatible, load_checkpoint, save_atomic
 from cl_analysis.training.config import RESUME_FREE_FIELDS, TrainConfig
+from cl_analysis.training.data import ImageDataset
 from cl_analysis.training.pretrain import pretrain
 from cl_analysis.training.trainer import Trainer, compute_loss
 
