@@ -216,7 +216,7 @@ def _check_finished(run_dir: Path, config: TrainConfig) -> None:
     path = run_dir / "config.json"
     if not path.is_file():
         return
-    saved = _read_json(path)
+    saved = TrainConfig.from_dict(_read_json(path)).to_dict()  # fields added since: defaults
     wanted = config.to_dict()
     diffs = {k: (saved.get(k), v) for k, v in wanted.items()
              if k not in LOCATION_FIELDS and saved.get(k) != v}

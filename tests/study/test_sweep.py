@@ -350,3 +350,20 @@ def test_parallel_workers_match_sequential_sweep(tmp_path):
     assert list(parallel.run) == list(sequential.run)
     for col in ("linear_top1", "knn_top1", "uniformity", "tolerance", "uniformity_bank"):
         np.testing.assert_allclose(parallel[col], sequential[col], rtol=1e-5, err_msg=col)
+
+
+def test_a_run_finished_before_new_config_fields_is_still_recognised(tmp_path):
+    spec = SweepSpec(_base(epochs=1), SweepGrid(losses=("simple",), temperatures=(),
+                                                seeds=(0,)), "smoke")
+    name, config = spec.runs()[0]
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    old = config.to_dict()
+    for key in ("temperature_schedule", "compile", "checkpoint_every"):  # fields added later
+        old.pop(key, None)
+    (run_dir / "config.json").write_text(json.dumps(old))
+    ex._check_finished(run_dir, config)  # missing fields count as their defaults
+    old["lr"] = 0.5
+    (run_dir / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="lr"):
+        ex._check_finished(run_dir, config)
