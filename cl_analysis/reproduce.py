@@ -96,13 +96,15 @@ def notebook_paths(notebook_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def _inputs_key(source: Path, parameters: dict[str, Any], inputs: list[Path]) -> str:
-    """sha256 of a notebook's code cells, its parameters, the package and its input files."""
+    """sha256 of a notebook's cells, its parameters, the package's source and its input files.
+
+    Not the git commit: a commit that changes no code (docs, notebooks of others) must not make
+    every notebook run again; the package's own files are hashed instead.
+    """
     import hashlib
     import json
 
     import nbformat
-
-    from .study.provenance import git_commit
 
     nb = nbformat.read(source, as_version=4)
     h = hashlib.sha256()
@@ -110,9 +112,8 @@ def _inputs_key(source: Path, parameters: dict[str, Any], inputs: list[Path]) ->
         h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
     h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
     package = Path(__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):  # the code the notebook imports
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.json")]):  # what it imports
         h.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
-    h.update(git_commit().encode())
     for path in inputs:
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
