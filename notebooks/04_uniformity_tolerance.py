@@ -313,7 +313,7 @@ for label, h in histories.items():
     assert np.isfinite(h["loss"]).all() and np.isfinite(h["penalty_entropy"]).all(), label
     assert (np.abs(monitored[:, 1]) <= 1 + 1e-6).all(), label
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## This notebook's claims
 #
 # Every claim above, with the paper's value, this run's value (± the seed-to-seed spread when
@@ -321,9 +321,9 @@ for label, h in histories.items():
 # (see `cl_analysis.study.claims` for the rule). `make reproduce` collects the ledgers of all
 # notebooks into `reports/ledger.md` and the book.
 
-# %%
+# %% tags=[]
 Markdown(ledger.markdown())
 
-# %%
+# %% tags=[]
 assert ledger.claims and all(c.verdict in VERDICTS for c in ledger.claims)
 assert ledger.path.is_file()  # RUNS_DIR/claims/04_uniformity_tolerance.json

@@ -271,14 +271,14 @@ for tau, z in density.items():
     assert torch.allclose(z.norm(dim=1), torch.ones(1), atol=5e-3), tau  # stored in float16
     assert -1e-6 <= circle_uniformity[tau] <= uniform_circle + 0.05, tau  # none beats uniform
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## This notebook's claims
 #
 # ✓ holds, ≈ within noise, ✗ does not hold at this scale (rule: `cl_analysis.study.claims`).
 
-# %%
+# %% tags=[]
 Markdown(ledger.markdown())
 
-# %%
+# %% tags=[]
 assert ledger.claims and all(c.verdict in VERDICTS for c in ledger.claims)
 assert ledger.path.is_file()  # RUNS_DIR/claims/05_embedding_plots.json

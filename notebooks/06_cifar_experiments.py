@@ -251,14 +251,14 @@ cost.round(2)
 assert (cost["wall_time_s"].dropna() > 0).all()
 assert (results["epochs"] == sweep.config.epochs).all()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## This notebook's claims
 #
 # ✓ holds, ≈ within noise, ✗ does not hold at this scale (rule: `cl_analysis.study.claims`).
 
-# %%
+# %% tags=[]
 Markdown(ledger.markdown())
 
-# %%
+# %% tags=[]
 assert ledger.claims and all(c.verdict in VERDICTS for c in ledger.claims)
 assert ledger.path.is_file()  # RUNS_DIR/claims/06_cifar_experiments.json
