@@ -59,7 +59,7 @@ def reproduce(spec, runs_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
              f"≈ within noise, {counts['does not hold']} ✗ do not hold: {out / 'ledger.md'}",
              f"summary: {md} and {html}"]
     if book:
-        index = _book(notebooks, out, runs_dir, ledger_md, md)
+        index = _book(notebooks, out, runs_dir, ledger_markdown(claims, compact=True), md)
         lines.append(f"book: {index}")
     return lines
 

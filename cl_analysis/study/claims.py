@@ -592,13 +592,17 @@ def _paper_text(paper: Mapping[str, float | None] | str) -> str:
     return "; ".join(f"{k}: {'—' if v is None else f'{v:g}'}" for k, v in paper.items()) or "—"
 
 
-def ledger_markdown(claims: Sequence[Claim]) -> str:
+def ledger_markdown(claims: Sequence[Claim], *, compact: bool = False) -> str:
     """The ledger as Markdown: a count line, then one table row per claim.
 
     Columns: mark (✓ holds, ≈ within noise, ✗ does not hold), claim id, the paper's statement and
     where, the paper's value(s), this run's value(s) ± seed spread, difference vs the noise
-    threshold, verdict, explanation.
+    threshold, verdict, explanation. ``compact=True`` (for narrow pages, e.g. the book) keeps
+    mark, statement, where, difference and verdict in the table and lists each claim's values and
+    explanation below it.
     """
+    if compact:
+        return _ledger_compact(claims)
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     head = (f"{len(claims)} claims: {counts['holds']} ✓ hold, {counts['within noise']} ≈ within "
             f"noise, {counts['does not hold']} ✗ do not hold.\n\n")
@@ -610,6 +614,23 @@ def ledger_markdown(claims: Sequence[Claim]) -> str:
             c.mark, c.id, f"{c.statement} ({c.where})", _paper_text(c.paper), this,
             f"{c.difference:+.4g} ({c.noise:.2g})", c.verdict, c.explanation)) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+def _ledger_compact(claims: Sequence[Claim]) -> str:
+    counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
+    out = [f"{len(claims)} claims: {counts['holds']} ✓ hold, {counts['within noise']} ≈ within "
+           f"noise, {counts['does not hold']} ✗ do not hold.", "",
+           "| | claim (paper) | where | difference (noise) | verdict |", "|---|---|---|---|---|"]
+    for c in claims:
+        out.append("| " + " | ".join(_cell(x) for x in (
+            c.mark, f"{c.statement} ({c.id.split(':')[0][:2]})", c.where,
+            f"{c.difference:+.3g} ({c.noise:.2g})", c.verdict)) + " |")
+    out += ["", "**Details**", ""]
+    for c in claims:
+        this = "; ".join(f"{m['label']}: {_value_text(m)}" for m in c.measured)
+        out.append(f"- {c.mark} **{c.id}**, {c.statement}. Paper: {_paper_text(c.paper)}. "
+                   f"This run: {this}. {c.explanation}")
+    return "\n".join(out) + "\n"
 
 
 def ledger_json(claims: Sequence[Claim]) -> str:

@@ -177,3 +177,20 @@ def test_committed_noise_floor_has_provenance():
     assert floor.provenance["profile"] == "quick" and len(floor.provenance["seeds"]) >= 3
     for metric in ("tolerance_bank", "uniformity_bank", "linear_top1"):
         assert 0 < floor[metric] < 0.05
+
+
+def test_compact_ledger_keeps_every_claim_and_its_details():
+    from cl_analysis.study.claims import Claim, ledger_markdown
+
+    claims = [Claim(id=f"nb:{i}", notebook="nb", statement=f"claim {i}", where="§5",
+                    paper={"a": 1.0}, measured=({"label": "x", "metric": "m", "mean": 0.5,
+                                                 "std": None, "n": 1, "values": [0.5],
+                                                 "seeds": [0]},),
+                    comparisons=(), difference=0.1 * i, noise=0.05, rule="r",
+                    verdict=("holds", "within noise", "does not hold")[i], explanation=f"why {i}")
+              for i in range(3)]
+    text = ledger_markdown(claims, compact=True)
+    table = [line for line in text.splitlines()
+             if line.startswith("| ") and not line.startswith("| |") and "---" not in line]
+    assert len(table) == 3 and [row[2] for row in table] == ["✓", "≈", "✗"]
+    assert all(f"why {i}" in text for i in range(3)) and "3 claims: 1 ✓ hold" in text
