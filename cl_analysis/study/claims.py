@@ -623,7 +623,7 @@ def _ledger_compact(claims: Sequence[Claim]) -> str:
            "| | claim (paper) | where | difference (noise) | verdict |", "|---|---|---|---|---|"]
     for c in claims:
         out.append("| " + " | ".join(_cell(x) for x in (
-            c.mark, f"{c.statement} ({c.id.split(':')[0][:2]})", c.where,
+            c.mark, f"{c.statement} ({c.id.split(':')[0][:2]}:{c.id.split(':', 1)[-1]})", c.where,
             f"{c.difference:+.3g} ({c.noise:.2g})", c.verdict)) + " |")
     out += ["", "**Details**", ""]
     for c in claims:
