@@ -16,6 +16,8 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet torch torchvision
   fi
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# PYTHONWARNINGS: setuptools' build backend prints an informational banner about editable
+# installs to every user; nothing in it needs acting on.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet -e ".[dev]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "cl-analysis installed in $(pwd)/.venv"
