@@ -73,24 +73,41 @@ def _preparse(argv: list[str]) -> argparse.Namespace:
 
 
 def _base_config(pre: argparse.Namespace, profile: str) -> TrainConfig:
-    """The defaults a command's flags override: a config file, a resumed run's, or the profile's.
+    """The defaults a command's flags override.
 
-    Overriding --epochs without --lr-milestones scales the milestones (see scale_milestones).
+    The profile's config; with ``--config FILE`` the file's fields on top of it (a partial file
+    changes only what it names; a run's ``config.json`` names every field); with ``--resume``
+    and no ``--config``, the run's own ``config.json``. Overriding ``--epochs`` without
+    ``--lr-milestones`` scales the milestones (see scale_milestones), except on ``--resume``,
+    where the run keeps its schedule (a longer run continues it).
     """
+    resumed = False
     if pre.config:
-        base = TrainConfig.from_dict(load_config(pre.config))
+        base = get_profile(profile).run.replace(**_checked_keys(load_config(pre.config)))
     elif pre.resume and pre.out and (Path(pre.out) / "config.json").is_file():
         base = TrainConfig.from_dict(load_config(Path(pre.out) / "config.json"))
+        resumed = True
     else:
         base = get_profile(profile).run
     if base.data_root is None and os.environ.get("CL_DATA_ROOT"):
         base = base.replace(data_root=os.environ["CL_DATA_ROOT"])
-    if pre.epochs is not None and pre.lr_milestones is None:
+    if pre.epochs is not None and pre.lr_milestones is None and not resumed:
         try:
             base = scale_milestones(base, int(pre.epochs))
         except ValueError:
             pass  # tyro reports the bad --epochs value itself
     return base
+
+
+def _checked_keys(d: dict) -> dict:
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} in --config; valid keys: "
+                         f"{', '.join(sorted(known))}")
+    return d
 
 
 @dataclass
@@ -218,6 +235,12 @@ def _preflight(config: TrainConfig, profile: str) -> TrainConfig:
 
     if config.data_root is not None:
         config = config.replace(data_root=str(Path(config.data_root).expanduser().resolve()))
+    on_cpu = config.device == "auto" and not torch.cuda.is_available()
+    if profile in ("paper", "simclr") and on_cpu:
+        raise ValueError(f"the {profile} profile is GPU work and no CUDA device is available: on "
+                         f"this CPU it takes days (the paper profile: ~19 min per epoch on 2 "
+                         f"cores, ≈{PAPER_CPU_DAYS} days for 200 epochs). Pass --device cpu to "
+                         f"run it on the CPU anyway")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         if profile in ("paper", "simclr"):
             raise ValueError(f"the {profile} profile runs on CUDA and no CUDA device is "
@@ -237,10 +260,10 @@ def _preflight(config: TrainConfig, profile: str) -> TrainConfig:
     return config
 
 
-def _check_out(path: str) -> Path:
+def _check_out(path: str, flag: str = "--out") -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
+        raise ValueError(f"{flag} {out} is a file; give a folder")
     return out
 
 
@@ -260,8 +283,8 @@ def _summary(result: dict) -> str:
 
 def _profiles() -> int:
     for name, prof in PROFILES.items():
-        changed = {k: v for k, v in prof.run.to_dict().items()
-                   if v != getattr(TrainConfig(), k) or k in ("epochs",)}
+        paper = TrainConfig().to_dict()
+        changed = {k: v for k, v in prof.run.to_dict().items() if v != paper[k]}
         print(f"{name}: {prof.description}\n  config (vs the paper's defaults): {changed}\n"
               f"  grid: losses {list(prof.grid.losses)}, τ {list(prof.grid.temperatures)}, "
               f"seeds {list(prof.grid.seeds)}; workers {prof.workers}")
@@ -274,6 +297,9 @@ def _pretrain(args: PretrainArgs) -> int:
 
     out = _check_out(args.out)
     config = _preflight(args.run, args.profile)
+    if args.resume and not (out / "checkpoint.pt").is_file():
+        print(f"note: no checkpoint in {out}: starting a new run (--resume continues a run only "
+              f"when its folder holds checkpoint.pt)", file=sys.stderr)
     result = pretrain(config, out, resume=args.resume, progress=args.progress)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone reports and evaluates
         return 0
@@ -322,7 +348,10 @@ def _reproduce(args: ReproduceArgs) -> int:
     spec = _spec(args)
     runs = Path(args.runs or Path("runs") / args.profile).resolve()
     _check_out(args.out)
-    _check_out(str(runs))
+    _check_out(str(runs), "--runs")
+    from .reproduce import notebook_paths
+
+    notebook_paths(args.notebooks)  # before any training: the notebooks must be there
     written = reproduce(spec, runs, args.out, workers=args.workers,
                         notebook_dir=args.notebooks, progress=args.progress, book=args.book,
                         devices=args.devices or None)
@@ -377,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if command == "profiles":
+            if rest and rest[0] in ("-h", "--help"):
+                print("usage: cl-analysis profiles\n\nList the profiles, what each changes from "
+                      "the paper's defaults, and their sweep grids.")
+                return 0
+            if rest:
+                raise ValueError(f"profiles takes no options, got {' '.join(rest)}")
             return _profiles()
         args = parse(command, rest)
         return {"pretrain": _pretrain, "evaluate": _evaluate, "sweep": _sweep,
@@ -384,11 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"cl-analysis {command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `cl-analysis profiles | head -1`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         out = _preparse(rest).out
         hint = (f"`cl-analysis {command} --out {out} --resume`" if command == "pretrain"
                 else f"the same `cl-analysis {command}` command (finished runs are kept)")
-        print(f"\ncl-analysis {command}: interrupted; the last finished epoch is saved — "
+        print(f"\ncl-analysis {command}: interrupted; the last checkpoint is kept — "
               f"resume with {hint}", file=sys.stderr)
         return 130
 

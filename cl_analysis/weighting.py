@@ -273,6 +273,9 @@ def macl(
     Returns:
         The reduced loss, float32 (float64 for float64 inputs).
     """
+    if similarity.dim() == 2 and similarity.shape[0] == 0:  # no anchors: no alignment A either
+        s, _ = _prepare(similarity, positive, reduction)
+        return _reduce(s.sum(dim=1), reduction)  # the empty-batch rule: a graph-connected 0
     tau_a = macl_temperature(similarity, positive, temperature, alpha=alpha, a0=a0)
     s, is_pos = _prepare(similarity, positive, reduction)
     with _no_autocast(s):

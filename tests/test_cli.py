@@ -314,3 +314,53 @@ def test_ctrl_c_ends_with_the_resume_hint(tree, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "resume with" in err and f"--out {out} --resume" in err
     assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- review fixes
+def test_profiles_lists_only_what_differs_from_the_paper(capsys):
+    assert cli.main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    paper_line = next(line for line in out.splitlines() if line.startswith("  config")
+                      and "'device': 'cuda'" in line)
+    assert "convnet_widths" not in paper_line and "lr_milestones" not in paper_line
+    assert cli.main(["profiles", "--bogus"]) == 2
+
+
+def test_a_partial_config_file_sits_on_the_chosen_profile(tmp_path):
+    (tmp_path / "p.yaml").write_text("loss: hard\ntemperature: 0.3\n")
+    args = cli.parse("pretrain", ["--config", str(tmp_path / "p.yaml"), "--profile", "smoke",
+                                  "--out", str(tmp_path / "x")])
+    smoke = PROFILES["smoke"].run
+    assert args.run == smoke.replace(loss="hard", temperature=0.3)
+    (tmp_path / "bad.yaml").write_text("los: hard\n")
+    with pytest.raises(ValueError, match="unknown config key"):
+        cli.parse("pretrain", ["--config", str(tmp_path / "bad.yaml"), "--out", "x"])
+
+
+def test_resume_with_more_epochs_keeps_the_runs_schedule(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    quick = PROFILES["quick"].run
+    (run / "config.json").write_text(json.dumps(quick.to_dict()))
+    args = cli.parse("pretrain", ["--out", str(run), "--resume", "--epochs", "100"])
+    assert args.run == quick.replace(epochs=100)  # milestones 64/76 kept: the run continues
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_paper_profile_with_device_auto_on_a_cpu_is_refused(tree, tmp_path, capsys):
+    argv = ["pretrain", "--profile", "paper", "--dataset", "imagefolder", "--data-root",
+            str(tree), "--device", "auto", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 2
+    assert f"{PAPER_CPU_DAYS} days" in capsys.readouterr().err
+
+
+def test_reproduce_checks_its_notebooks_and_runs_folder_before_training(tree, tmp_path,
+                                                                       capsys):
+    base = ["reproduce", "--profile", "smoke", "--dataset", "imagefolder", "--data-root",
+            str(tree), "--out", str(tmp_path / "reports"), "--no-progress"]
+    runs = tmp_path / "runs"
+    assert cli.main([*base, "--runs", str(runs), "--notebooks", str(tmp_path / "none")]) == 2
+    assert "no NN_*.ipynb notebooks" in capsys.readouterr().err and not runs.exists()
+    (tmp_path / "afile").write_text("x")
+    assert cli.main([*base, "--runs", str(tmp_path / "afile")]) == 2
+    assert "--runs" in capsys.readouterr().err

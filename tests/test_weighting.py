@@ -302,3 +302,12 @@ def test_bad_input_raises(call, match):
     s, p = _sim(3, 6)
     with pytest.raises(ValueError, match=match):
         call(s, p)
+
+
+def test_every_reweighted_loss_gives_a_connected_zero_on_an_empty_batch():
+    for fn in (losses.macl, losses.flat_nce, losses.decoupled_info_nce,
+               losses.dual_temperature_info_nce):
+        s = torch.zeros(0, 3, requires_grad=True)
+        out = fn(s, torch.zeros(0, dtype=torch.long), temperature=0.1)
+        assert out.item() == 0.0 and out.requires_grad, fn.__name__
+        out.backward()

@@ -278,6 +278,11 @@ def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict 
     from ..training.pretrain import prepare_data
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} does not exist; pass a run directory written by "
+                         f"`cl-analysis pretrain`")
+    if probe_epochs is not None and (isinstance(probe_epochs, bool) or int(probe_epochs) < 1):
+        raise ValueError(f"probe_epochs must be an integer >= 1, got {probe_epochs!r}")
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} has no config.json; pass a run directory written by "
                          f"`cl-analysis pretrain`")
@@ -310,7 +315,8 @@ def evaluate_run(run_dir, *, train_set=None, test_set=None, linear: bool | dict 
     linear = cfg.linear_probe if linear is None else linear
     epochs = cfg.probe_epochs if probe_epochs is None else int(probe_epochs)
     if linear and epochs != 100:
-        scaled = tuple(round(m * epochs / 100) for m in (40, 60, 80))
+        scaled = tuple(sorted({m for m in (round(m * epochs / 100) for m in (40, 60, 80))
+                               if 1 <= m < epochs}))  # distinct, inside the run
         linear = {"epochs": epochs, "milestones": scaled,
                   **({} if linear is True else dict(linear))}
     arrays: dict = {}

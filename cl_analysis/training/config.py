@@ -69,7 +69,7 @@ class TrainConfig:
     # --- loss
     regime: str = "memory_bank"  # memory_bank (InstDisc bank, the paper) | simclr (in-batch)
     loss: str = "info_nce"  # info_nce (Eq.1) | hard (Eq.9) | simple (Eq.3) | hard_simple | ...
-    temperature: float = 0.07  # temperature τ > 0 (the paper sweeps 0.07 to 1.0)
+    temperature: float = 0.07  # temperature τ > 0 (the paper: 0.05 to 1.0)
     hard_k: int | None = None  # K hardest negatives kept by hard/hard_simple; None: hard_fraction
     hard_fraction: float | None = None  # K = fraction x candidates; both None: 4095/50000
     simple_lam: float | None = None  # λ of the simple losses; None: losses.simple's default

@@ -499,8 +499,21 @@ def _class_folder_info(info: dict, name: str, root: Path, splits: tuple[str, ...
             else "--dataset imagefolder for your own class-folder data"
         raise ValueError(f"{root / first} has {n} class folders but {name} has {expected} "
                          f"classes, so this is not {name}; pass {hint}")
+    for other, known in _KNOWN_CLASSES.items():  # same count, but another data set's names
+        if other != name and name in _KNOWN_CLASSES and \
+                [c.lower() for c in classes[first]] == list(known):
+            raise ValueError(f"{root / first} holds {other}'s classes ({_names(known)}), not "
+                             f"{name}'s; pass --dataset {other}")
     info.update(layout="class-folders", num_classes=n, classes=classes[first])
     return info
+
+
+# class-folder names of the data sets a folder may be mistaken for (sorted = label order)
+_KNOWN_CLASSES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+    "svhn": tuple(str(d) for d in range(10)),
+}
 
 
 def _torchvision_info(info: dict, name: str, root: Path, splits: tuple[str, ...],

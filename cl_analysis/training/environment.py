@@ -56,7 +56,8 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.version.cuda is not None:  # a CUDA build that cannot use a GPU: say so, once
-            _warn_once(f"device auto -> cpu: {_cuda_unavailable_reason()}")
+            _warn_once(f"device auto: running on the CPU (no usable GPU: "
+                       f"{_cuda_unavailable_reason()})")
         return torch.device("cpu")
     try:
         dev = torch.device(name)

@@ -496,3 +496,16 @@ def test_real_cifar10_image_folder(cifar_root, tmp_path):
         check_dataset("cifar100", cifar_root)
     with pytest.raises(ValueError, match="looks like the train split itself"):
         check_dataset("imagefolder", cifar_root / "train")
+
+
+def test_a_cifar10_tree_named_svhn_is_refused(tmp_path):
+    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck")
+    for split in ("train", "test"):
+        for cls in names:
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "0.png")
+    with pytest.raises(ValueError, match="holds cifar10's classes.*--dataset cifar10"):
+        data.check_dataset("svhn", tmp_path)
+    assert data.check_dataset("cifar10", tmp_path)["num_classes"] == 10
