@@ -22,7 +22,7 @@ print(json.dumps(d(torch.device('$DEVICE')), indent=2))" > "$OUT/environment.jso
 
 echo "## 1. CUDA-marked tests" | tee -a "$OUT/summary.md"
 set +e
-"$PY" -m pytest -q -m cuda tests/test_scale.py -p no:cacheprovider > "$OUT/tests.txt" 2>&1
+"$PY" -m pytest -q -m cuda tests/training/test_scale.py -p no:cacheprovider > "$OUT/tests.txt" 2>&1
 rc=$?
 set -e
 tail -1 "$OUT/tests.txt" | tee -a "$OUT/summary.md"

@@ -1,4 +1,4 @@
-"""Worker functions of the 2-process gloo tests in tests/test_scale.py (run by mp.spawn).
+"""Worker functions of the 2-process gloo tests in tests/training/test_scale.py (run by mp.spawn).
 
 Each worker joins a gloo group on localhost, does one task and writes what the parent compares
 (``torch.save``) into ``out``; the parent computes the one-process reference itself.

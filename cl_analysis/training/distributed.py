@@ -47,7 +47,7 @@ def _quiet_deprecation():
 
     torch 2.14 marks it deprecated, yet it is the autograd-aware collective API the project
     uses (beyond.md §3.4; its backward is the sum this module relies on, tested in
-    tests/test_scale.py).
+    tests/training/test_scale.py).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional",

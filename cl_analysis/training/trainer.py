@@ -10,7 +10,7 @@ input checks that read values (ranges, finiteness) run on the first step only (t
 checked for NaN once per epoch), the penalty-entropy monitor runs only in monitored epochs, the
 bank update of a batch of distinct indices is one vectorised write, constant tensors are built
 once, and the loss is read back only at the end of the epoch (the progress bar shows the last
-value whose copy has finished). ``tests/test_scale.py`` counts the syncs of a step.
+value whose copy has finished). ``tests/training/test_scale.py`` counts the syncs of a step.
 
 **Data parallel** (``torchrun``, :mod:`.distributed`): every rank draws the global batch's
 permutation and augmentation parameters from the same generator and embeds its slice; SimCLR
