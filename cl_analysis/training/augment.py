@@ -6,7 +6,7 @@ contrastive views. The modules here take a uint8 or float ``(B, 3, H, W)`` batch
 draw every random parameter per sample, then apply the same maths as torchvision's
 ``RandomResizedCrop`` / ``ColorJitter`` / ``RandomGrayscale`` / ``RandomHorizontalFlip`` /
 ``Normalize`` (checked image by image against ``torchvision.transforms.v2.functional`` in
-``tests/test_augment.py``).
+``tests/training/test_augment.py``).
 
 * :class:`PaperAugment`: Wang & Liu's CIFAR pipeline (paper.md §2).
 * :class:`SimCLRAugment`: SimCLR's CIFAR pipeline (paper.md §5, colour strength s = 0.5, no blur).
