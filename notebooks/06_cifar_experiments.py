@@ -58,7 +58,8 @@ print(sweep.describe())
 print(provenance_text(provenance(sweep)))  # what produced these numbers
 if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank protocol
     print("no memory bank in this regime: every 'bank' protocol below shows the test protocol")
-print("settings:", sweep.config)
+print("settings (where the data lives aside):",
+      {k: v for k, v in sweep.config.to_dict().items() if k not in ("data_root", "device")})
 
 # %% [markdown] tags=[]
 # ## Every run
