@@ -152,22 +152,13 @@ class SweepArgs:
 
 
 @dataclass
-class ReproduceArgs:
-    """The main job: the sweep, then every notebook and the summary into --out."""
+class ReproduceArgs(SweepArgs):
+    """The main job: the sweep, then every notebook, the ledger, the summary and the book."""
 
-    out: str  # report folder: executed notebooks (.ipynb, .html), summary.md/html
-    run: _Run
-    losses: tuple[str, ...]  # losses of the grid
-    temperatures: tuple[float, ...]  # τ grid of the losses that take one
-    seeds: tuple[int, ...]  # seeds of every run (several give the seed-to-seed spread)
-    workers: int  # runs trained at once, one process each
-    profile: str = "quick"  # defaults: paper | simclr | quick | smoke (cl-analysis profiles)
-    config: str | None = None  # JSON/YAML base config; flags override it
-    devices: tuple[str, ...] = ()  # GPUs the workers share round-robin, e.g. 0,1; empty: --device
+    out: str  # report folder: notebooks (.ipynb, .html), ledger, summary, book/
     runs: str | None = None  # sweep folder, reused when it exists; None: runs/<profile>
     notebooks: str | None = None  # folder of the NN_*.ipynb notebooks; None: the checkout's
     book: bool = True  # build the HTML book (reports/book/html/index.html) at the end
-    progress: bool = True  # tqdm progress bars
 
 
 @dataclass

@@ -36,7 +36,7 @@ from myst_nb import glue
 from cl_analysis.study.claims import VERDICTS, Ledger
 from cl_analysis.study.results import seed_means
 from cl_analysis.study.provenance import provenance, provenance_text
-from cl_analysis.study.runs import load_sweep, train_sweep
+from cl_analysis.study.runs import open_sweep
 from cl_analysis.plots import experiments as pe
 from cl_analysis.plots import table1_side_by_side, table_to_markdown
 from cl_analysis.study.profiles import get_profile
@@ -45,10 +45,7 @@ from cl_analysis.study.profiles import get_profile
 # mode (CL_FAST=1; nbval cannot inject parameters) trains the smoke profile here instead.
 FAST = os.environ.get("CL_FAST") == "1"
 DATA_ROOT = DATA_ROOT or os.environ.get("CL_DATA_ROOT")
-if FAST or TRAIN_PROFILE:
-    sweep = train_sweep(RUNS_DIR, profile="smoke" if FAST else TRAIN_PROFILE, data_root=DATA_ROOT)
-else:
-    sweep = load_sweep(RUNS_DIR or "../runs/quick")
+sweep = open_sweep(RUNS_DIR, fast=FAST, train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
 PROFILE, DATASET, RUNS_DIR = sweep.spec.profile, sweep.config.dataset, sweep.runs_dir
 FAST = FAST or PROFILE == "smoke"  # plumbing only: the paper's claims are not judged
 names, raw = sweep.names, sweep.results_by_protocol()  # one row per run (loss x τ x seed)

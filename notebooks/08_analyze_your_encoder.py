@@ -42,12 +42,9 @@ from cl_analysis import metrics
 from cl_analysis.study.analyze import analyze
 from cl_analysis.study.provenance import provenance, provenance_text
 from cl_analysis.study.results import seed_means
-from cl_analysis.study.runs import load_sweep, train_sweep
+from cl_analysis.study.runs import open_sweep
 
-if FAST or TRAIN_PROFILE:
-    sweep = train_sweep(RUNS_DIR, profile="smoke" if FAST else TRAIN_PROFILE, data_root=DATA_ROOT)
-else:
-    sweep = load_sweep(RUNS_DIR or "../runs/quick")
+sweep = open_sweep(RUNS_DIR, fast=FAST, train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
 RUNS_DIR = sweep.runs_dir
 print(sweep.describe())
 print(provenance_text(provenance(sweep)))

@@ -1,7 +1,7 @@
 """The fingerprint of a 2-epoch smoke run, kept equal to the code before issue 10 (4a2fb26).
 
-Uses only APIs that existed at 4a2fb26, so the reference values in tests/training/test_scale.py can be
-regenerated from that commit:
+Uses only APIs that existed at 4a2fb26, so the reference values in
+tests/training/test_scale.py can be regenerated from that commit:
 
     git worktree add /tmp/base 4a2fb26 && cp tests/smoke_digest.py /tmp/base/tests/
     cd /tmp/base && OMP_NUM_THREADS=1 PYTHONPATH=. python tests/smoke_digest.py

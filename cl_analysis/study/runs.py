@@ -22,7 +22,8 @@ from ..training.config import TrainConfig
 from .profiles import SweepGrid, get_profile
 from .sweep import SWEEP_FILE, SweepSpec, load_results, load_spec, run_sweep
 
-__all__ = ["Run", "SweepRuns", "load_run", "load_sweep", "train_sweep", "density_spec",
+__all__ = ["Run", "SweepRuns", "load_run", "load_sweep", "train_sweep", "open_sweep",
+           "density_spec",
            "SYNTHETIC_TRAIN_PER_CLASS", "SYNTHETIC_TEST_PER_CLASS"]
 
 SYNTHETIC_TRAIN_PER_CLASS, SYNTHETIC_TEST_PER_CLASS = 40, 30
@@ -241,3 +242,18 @@ def train_sweep(runs_dir: str | os.PathLike | None = None, *, profile: str = "sm
     run_sweep(density_spec(spec), runs_dir / "density", data=sets, progress=progress,
               workers=1)
     return load_sweep(runs_dir)
+
+
+def open_sweep(runs_dir: str | os.PathLike | None = None, *, fast: bool = False,
+               train_profile: str | None = None, data_root: str | None = None,
+               default: str | os.PathLike = "../runs/quick") -> SweepRuns:
+    """The sweep a results notebook shows, as its parameter cell asks.
+
+    Loaded from ``runs_dir`` (``default`` when None: the main job's runs, seen from
+    ``notebooks/``); trained first only in CI's fast mode (``fast``: the smoke profile) or when
+    ``train_profile`` names a profile to train into ``runs_dir``.
+    """
+    if fast or train_profile:
+        return train_sweep(runs_dir, profile="smoke" if fast else train_profile,
+                           data_root=data_root)
+    return load_sweep(runs_dir or default)
