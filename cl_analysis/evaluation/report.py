@@ -111,7 +111,7 @@ def _pairs(u: Tensor, y: Tensor, views: tuple[Tensor, Tensor] | None, tau: float
 def analyze_features(
     z: Any, labels: Any, out_dir: str | Path, *, temperature: float = 0.2,
     class_names: list[str] | None = None, views: Any = None, test_fraction: float = 0.2,
-    tsne_points: int = 1000, source: dict[str, Any] | None = None,
+    tsne_points: int = 1000, source: dict[str, Any] | None = None, feature_name: str = "z",
 ) -> dict[str, Any]:
     """Analyse ``(N, D)`` features: write ``report.json`` and a self-contained ``report.html``.
 
@@ -139,6 +139,7 @@ def analyze_features(
         test_fraction: share of rows held out for the kNN accuracy, in (0, 1).
         tsne_points: rows of the t-SNE map (a seeded subset; 0: no map).
         source: what the features are (input kind, paths, layout); stored as ``source``.
+        feature_name: how error messages name ``z`` (the CLI passes ``--features FILE``).
 
     Returns:
         The report as a dict (what ``report.json`` holds).
@@ -150,7 +151,7 @@ def analyze_features(
     import matplotlib.pyplot as plt
 
     tau = check_temperature(temperature)
-    x = _check_features("z", z)
+    x = _check_features(feature_name, z)  # messages name what the caller calls it
     n, d = x.shape
     y = _check_labels(labels, n)
     pair = isinstance(views, (tuple, list))

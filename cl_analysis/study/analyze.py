@@ -351,7 +351,8 @@ def analyze(out: str | os.PathLike, *, run: str | None = None, checkpoint: str |
             source.update(note="data folder not found: the stored test projections "
                                "(embeddings_test.pt) without augmented views")
     report = analyze_features(z, y, out, temperature=temperature, class_names=names,
-                              views=views, tsne_points=tsne_points, source=source)
+                              views=views, tsne_points=tsne_points, source=source,
+                              feature_name=f"--features {features}" if features else "features")
     report["seconds"] = round(time.perf_counter() - t0, 2)
     (Path(out) / "report.json").write_text(json.dumps(report, indent=2))
     return report
