@@ -11,30 +11,14 @@ import shutil
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import write_tree
 
 from cl_analysis import cli
 from cl_analysis.study.profiles import PROFILES, get_profile
 from cl_analysis.training.config import TrainConfig
 from cl_analysis.training.environment import PAPER_CPU_DAYS
-
-
-def write_tree(root: Path, train_per_class=12, test_per_class=6, classes=3, size=16) -> Path:
-    """root/{train,test}/<class>/*.png with a class-dependent colour plus noise."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for k in range(classes):
-            folder = root / split / f"class{k}"
-            folder.mkdir(parents=True)
-            colour = np.roll(np.array([200, 60, 60]), k)
-            for i in range(n):
-                arr = np.clip(colour + rng.normal(0, 30, (size, size, 3)), 0, 255)
-                Image.fromarray(arr.astype(np.uint8)).save(folder / f"{i:03d}.png")
-    return root
-
 
 # smoke profile, on the tree: 36 training images, 1 epoch, CPU, one thread
 SMOKE = ["--profile", "smoke", "--dataset", "imagefolder", "--subset", "36", "--epochs", "1",

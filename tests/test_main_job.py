@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import nbformat
-from test_reproduce import _write_tree
+from helpers import write_tree
 
 from cl_analysis import cli
 
@@ -42,7 +42,7 @@ def _notebooks(folder):
 def test_failing_claim_is_reported_and_an_unchanged_rerun_executes_nothing(tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.delenv("CL_DATA_ROOT", raising=False)
-    tree = _write_tree(tmp_path / "data", train_per_class=70)
+    tree = write_tree(tmp_path / "data", train_per_class=70, test_per_class=10)
     notebooks = _notebooks(tmp_path / "notebooks")
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     argv = ["reproduce", "--profile", "smoke", "--epochs", "1", "--dataset", "imagefolder",

@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import papermill
 import pytest
-from PIL import Image
+from helpers import write_tree
 
 from cl_analysis import cli, reproduce
 from cl_analysis.study.profiles import SweepGrid
@@ -26,16 +25,7 @@ from cl_analysis.training.config import TrainConfig
 
 def _write_tree(root: Path, per_class=10, classes=3, size=16, train_per_class=None) -> Path:
     """root/{train,test}/<class>/*.png: per_class images of each class in each split."""
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", train_per_class or per_class), ("test", per_class)):
-        for k in range(classes):
-            folder = root / split / f"class{k}"
-            folder.mkdir(parents=True)
-            colour = np.roll(np.array([200, 60, 60]), k)
-            for i in range(per_class):
-                arr = np.clip(colour + rng.normal(0, 30, (size, size, 3)), 0, 255)
-                Image.fromarray(arr.astype(np.uint8)).save(folder / f"{i:04d}.png")
-    return root
+    return write_tree(root, train_per_class or per_class, per_class, classes, size, digits=4)
 
 
 @pytest.fixture(autouse=True)

@@ -49,12 +49,11 @@ from .environment import (
     describe_environment,
     resolve_device,
 )
-from .models import ContrastiveModel, build_model
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "pretrain", "resolve_device", "prepare_data", "load_trained_model"]
+__all__ = ["TrainConfig", "pretrain", "resolve_device", "prepare_data"]
 
 SAVE_SHARE = 0.05  # checkpoint_every=None: saving may take at most this share of the run's time
 
@@ -260,13 +259,3 @@ def _pretrain(config: TrainConfig, out: Path, device_name: str, train_set, test_
             logger.info("epoch %d: %s", epoch + 1, row)
         distributed.barrier()  # no rank returns before rank 0 has written the last checkpoint
     return _result(out, history)
-
-
-def load_trained_model(run_dir: str | os.PathLike,
-                       map_location: Any = "cpu") -> tuple[ContrastiveModel, TrainConfig]:
-    """The model (eval mode) and config of a run directory's last checkpoint."""
-    state = load_checkpoint(Path(run_dir) / "checkpoint.pt", map_location=map_location)
-    config = TrainConfig.from_dict(state["config"])
-    model = build_model(config.model, config.head, config.embedding_dim, config.convnet_widths)
-    model.load_state_dict(state["model"])
-    return model.to(map_location).eval(), config

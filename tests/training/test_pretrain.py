@@ -9,13 +9,13 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import make_data, tiny_config
 
 from cl_analysis import registry
 from cl_analysis.registry import LOSS_NAMES
 from cl_analysis.training import checkpoint, schedules
 from cl_analysis.training.checkpoint import check_compatible, load_checkpoint, save_atomic
 from cl_analysis.training.config import RESUME_FREE_FIELDS, TrainConfig
-from cl_analysis.training.data import ImageDataset
 from cl_analysis.training.pretrain import pretrain
 from cl_analysis.training.trainer import Trainer, compute_loss
 
@@ -23,18 +23,7 @@ METRIC_KEYS = {"epoch", "loss", "lr", "time_s", "knn_accuracy", "uniformity", "t
                "penalty_entropy", "positive_similarity"}
 
 
-def make_data(n=64, size=16, classes=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    labels = torch.arange(n) % classes
-    return ImageDataset(images, labels, [f"c{k}" for k in range(classes)], "synthetic", "train",
-                        "made in the test")
-
-
-def tiny(**overrides):
-    cfg = dict(model="convnet", convnet_widths=(8, 16, 16, 16), embedding_dim=32, image_size=16,
-               batch_size=16, epochs=3, lr_milestones=(), hard_k=8, device="cpu", num_threads=1)
-    return TrainConfig(**{**cfg, **overrides})
+tiny = tiny_config
 
 
 TRAIN, TEST = make_data(), make_data(32, seed=1)

@@ -10,9 +10,11 @@ import json
 import socket
 
 import ddp_workers
+import helpers
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import tiny_config
 from smoke_digest import smoke_digest
 
 from cl_analysis import registry
@@ -20,7 +22,6 @@ from cl_analysis.training import augment, checkpoint
 from cl_analysis.training import pretrain as pretrain_module
 from cl_analysis.training.checkpoint import load_checkpoint
 from cl_analysis.training.config import TrainConfig
-from cl_analysis.training.data import ImageDataset
 from cl_analysis.training.pretrain import pretrain
 from cl_analysis.training.trainer import Trainer, simclr_rows
 
@@ -49,17 +50,12 @@ def test_single_process_results_are_bit_identical_to_before(regime, loss, tmp_pa
 # ---------------------------------------------------------------- checkpoint_every
 
 
-def make_data(n=48, size=16, classes=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return ImageDataset(images, torch.arange(n) % classes, [f"c{k}" for k in range(classes)],
-                        "synthetic", "train", "made in the test")
+def make_data(n=48, **kwargs):
+    return helpers.make_data(n, **kwargs)
 
 
 def tiny(**overrides):
-    cfg = dict(model="convnet", convnet_widths=(8, 16, 16, 16), embedding_dim=32, image_size=16,
-               batch_size=16, epochs=5, lr_milestones=(), hard_k=8, device="cpu", num_threads=1)
-    return TrainConfig(**{**cfg, **overrides})
+    return tiny_config(**{"epochs": 5, **overrides})
 
 
 def state_tensors(run_dir):

@@ -5,28 +5,18 @@ import math
 
 import pytest
 import torch
+from helpers import make_data, tiny_config
 
 from cl_analysis import registry
 from cl_analysis.training.checkpoint import load_checkpoint
 from cl_analysis.training.config import TrainConfig
-from cl_analysis.training.data import ImageDataset
 from cl_analysis.training.pretrain import pretrain
 from cl_analysis.training.schedules import cosine_temperature
 from cl_analysis.training.trainer import DIAGNOSTIC_KEYS, Trainer
 
 
-def make_data(n=64, size=16, classes=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return ImageDataset(images, torch.arange(n) % classes, [f"c{k}" for k in range(classes)],
-                        "synthetic", "train", "made in the test")
-
-
 def tiny(**overrides):
-    cfg = dict(model="convnet", convnet_widths=(8, 16, 16, 16), embedding_dim=32, image_size=16,
-               batch_size=16, epochs=3, lr_milestones=(), hard_k=8, device="cpu", num_threads=1,
-               temperature=0.2)
-    return TrainConfig(**{**cfg, **overrides})
+    return tiny_config(**{"temperature": 0.2, **overrides})
 
 
 TRAIN, TEST = make_data(), make_data(32, seed=1)
