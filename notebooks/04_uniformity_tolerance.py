@@ -39,10 +39,9 @@ from cl_analysis.study import paper_results as pr
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from cl_analysis.study.claims import VERDICTS, Ledger, Measured
-from cl_analysis.study.results import seed_means
-from cl_analysis.study.provenance import provenance, provenance_text
-from cl_analysis.study.runs import load_sweep, open_sweep
+from cl_analysis.study.claims import VERDICTS, Measured
+from cl_analysis.study.notebook import open_results
+from cl_analysis.study.runs import load_sweep
 from cl_analysis.plots import experiments as pe
 from cl_analysis.plots import table1_side_by_side
 
@@ -50,18 +49,12 @@ from cl_analysis.plots import table1_side_by_side
 # mode (CL_FAST=1; nbval cannot inject parameters) trains the smoke profile here instead.
 FAST = os.environ.get("CL_FAST") == "1"
 DATA_ROOT = DATA_ROOT or os.environ.get("CL_DATA_ROOT")
-sweep = open_sweep(RUNS_DIR, fast=FAST, train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
+opened = open_results(RUNS_DIR, notebook="04_uniformity_tolerance", fast=FAST,
+                      train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
+sweep, raw, results, ledger = opened.sweep, opened.raw, opened.results, opened.ledger
 PROFILE, DATASET, RUNS_DIR = sweep.spec.profile, sweep.config.dataset, sweep.runs_dir
+names = sweep.names
 FAST = FAST or PROFILE == "smoke"  # plumbing only: the paper's claims are not judged
-names, raw = sweep.names, sweep.results_by_protocol()  # one row per run (loss x τ x seed)
-results = seed_means(raw)  # one row per (loss, τ): the mean over seeds
-# the paper's claims are judged, not asserted: each is recorded with its verdict (holds / within
-# noise / does not hold, against the seed-to-seed spread) in RUNS_DIR/claims/04_*.json
-ledger = Ledger(raw, notebook="04_uniformity_tolerance", out_dir=RUNS_DIR)
-print(sweep.describe())
-print(provenance_text(provenance(sweep)))  # what produced these numbers
-if not sweep.has_bank:  # SimCLR's in-batch regime: no memory bank, no bank protocol
-    print("no memory bank in this regime: every 'bank' protocol below shows the test protocol")
 
 # %% [markdown] tags=[]
 # The runs: one row per loss × τ (the τ-free simple / hard-simple losses once). Structural

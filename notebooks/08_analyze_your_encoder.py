@@ -40,14 +40,11 @@ from scipy.stats import spearmanr
 
 from cl_analysis import metrics
 from cl_analysis.study.analyze import analyze
-from cl_analysis.study.provenance import provenance, provenance_text
-from cl_analysis.study.results import seed_means
-from cl_analysis.study.runs import open_sweep
+from cl_analysis.study.notebook import open_results
 
-sweep = open_sweep(RUNS_DIR, fast=FAST, train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
+opened = open_results(RUNS_DIR, fast=FAST, train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
+sweep = opened.sweep
 RUNS_DIR = sweep.runs_dir
-print(sweep.describe())
-print(provenance_text(provenance(sweep)))
 OUT = Path(tempfile.mkdtemp(prefix="analyze-"))  # reports go to a scratch folder
 
 # %% [markdown] tags=[]
@@ -116,7 +113,7 @@ assert bad["collapsed"] and bad["rankme"] < 2 and "collapsed" in (
 
 # %% tags=[]
 rows = []
-for r in seed_means(sweep.results).itertuples():
+for r in opened.results.itertuples():
     zr, _ = sweep.run(r.run).test_embeddings(n=2000, seed=0)  # stored in float16
     zr = torch.nn.functional.normalize(zr.double(), dim=1)
     neg = metrics.negative_similarity_stats((zr @ zr.T).clamp(-1, 1), torch.arange(len(zr)))
@@ -150,7 +147,7 @@ Markdown(f"**This sweep** ({len(diag)} runs): the diagnostic that best ranks run
          f"accuracy **{best_linear}** ({corr.loc[best_linear, 'linear_top1']:+.2f}).")
 
 # %% tags=[]
-assert len(diag) == len(seed_means(sweep.results)) and np.isfinite(
+assert len(diag) == len(opened.results) and np.isfinite(
     diag[DIAGNOSTICS].to_numpy(dtype=float)).all()
 assert corr.abs().le(1 + 1e-9).all().all()
 print(json.dumps({"best_for_knn": best, "best_for_linear": best_linear}))
