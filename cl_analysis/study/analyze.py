@@ -312,9 +312,10 @@ def analyze(out: str | os.PathLike, *, run: str | None = None, checkpoint: str |
         raise ValueError(f"space must be projection or backbone, got {space!r}")
     views, names = None, None
     if features is not None:
+        z = load_array(features, "features")  # the file's own problems first
         if labels is None:
             raise ValueError("--features needs --labels FILE ((N,) integer labels)")
-        z, y = load_array(features, "features"), load_array(labels, "labels")
+        y = load_array(labels, "labels")
         source = {"input": "features", "features": str(features), "labels": str(labels)}
     elif checkpoint is not None:
         if data_root is None:
@@ -330,6 +331,9 @@ def analyze(out: str | os.PathLike, *, run: str | None = None, checkpoint: str |
     else:
         from .runs import load_run
 
+        if not Path(run).is_dir():
+            raise ValueError(f"--run {run} does not exist; pass a run directory written by "
+                             f"`cl-analysis pretrain`")
         r = load_run(run)
         cfg = r.config
         root = data_root or cfg.data_root

@@ -262,3 +262,10 @@ def test_run_with_and_without_its_images(tmp_path, monkeypatch):
          "data_root": str(tmp_path / "gone")}))
     stored = analyze(tmp_path / "r3", run=str(tmp_path / "run"), **FAST)
     assert "embeddings_test.pt" in stored["source"]["note"] and "alignment" not in stored
+
+
+def test_a_bad_features_file_is_named_before_the_missing_labels(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        analyze(tmp_path / "r", features=str(tmp_path / "none.npy"))
+    with pytest.raises(ValueError, match="--run .* does not exist"):
+        analyze(tmp_path / "r", run=str(tmp_path / "no-run"))
