@@ -31,7 +31,9 @@ from .metric_losses import REDUCTIONS, _dtype, _no_autocast, _reduce
 
 __all__ = [
     "WEIGHTING_METHODS",
+    "ANCHOR_STATISTICS",
     "anchor_weights",
+    "anchor_statistics",
     "macl_temperature",
     "decoupled_info_nce",
     "flat_nce",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 WEIGHTING_METHODS = ("info_nce", "flat_nce", "decoupled", "macl", "dual_temperature")
+# the columns of :func:`anchor_statistics`: P_ip, then log w_i of each re-weighting method
+ANCHOR_STATISTICS = ("positive_probability", "flat_nce", "macl", "dual_temperature")
 
 
 def _temperature(temperature: float | Tensor, name: str = "temperature") -> float | Tensor:
@@ -194,6 +198,69 @@ def anchor_weights(
             log_c = _log_one_minus_p(s, is_pos, tau * _check_m(m))  # (N,) at m * tau
             log_w = log_c - _log_one_minus_p(s, is_pos, tau)
     return log_w if log else log_w.exp()
+
+
+def anchor_statistics(
+    similarity: Tensor, positive: Tensor, temperature: float | Tensor, *,
+    m: float = 10.0, alpha: float = 0.5, a0: float = 0.0,
+) -> Tensor:
+    """Per anchor: P_ip and log w_i of FlatNCE, MACL and Dual Temperature, without a host sync.
+
+    The training monitor's view of the weighting lens (notebook 07): one row per anchor, columns
+    :data:`ANCHOR_STATISTICS` = (P_ip, the positive's softmax probability at tau (paper Eq. 2);
+    log w_i of ``"flat_nce"`` (= ``"decoupled"``), ``"macl"`` and ``"dual_temperature"``, as
+    :func:`anchor_weights` with ``log=True``). Unlike :func:`anchor_weights` it validates shapes
+    only and reads no value back to the host (MACL's tau_A stays a tensor), so the trainer can
+    call it inside a step on a GPU; the similarities are taken as given (a memory bank's rows may
+    be unnormalised at first).
+
+    Args:
+        similarity: ``(N, M)`` similarities, M >= 2 (detached or not; the result is detached).
+        positive: ``(N,)`` int64 column of each row's positive.
+        temperature: tau > 0: a float (checked) or a 0-dim tensor (used as given: the
+            trainer's clamped learnable tau).
+        m: Dual Temperature's tau ratio, > 0.
+        alpha, a0: MACL's sensitivity and threshold, in [0, 1] with alpha * (1 + a0) < 1, so
+            that tau_A = tau (1 + alpha (A - A_0)) > 0 for every alignment A in [-1, 1].
+
+    Returns:
+        ``(N, 4)`` float32 (float64 for float64 inputs), detached.
+
+    Raises:
+        ValueError: on a bad shape, tau <= 0, m <= 0, or alpha / a0 outside their range.
+    """
+    if similarity.dim() != 2 or similarity.shape[1] < 2:
+        raise ValueError(f"similarity must be (N, M) with M >= 2, got shape "
+                         f"{tuple(similarity.shape)}")
+    if positive.shape != (similarity.shape[0],):
+        raise ValueError(f"positive must have shape ({similarity.shape[0]},) (one column per "
+                         f"row of similarity), got {tuple(positive.shape)}")
+    if isinstance(temperature, Tensor):  # a learnable tau: its value is not read back
+        if temperature.numel() != 1 or not temperature.is_floating_point():
+            raise ValueError(f"temperature must be a number or a floating scalar tensor, got "
+                             f"shape {tuple(temperature.shape)} dtype {temperature.dtype}")
+        tau = temperature.detach().reshape(())
+    else:
+        tau = check_temperature(temperature, "temperature")
+    m = _check_m(m)
+    for name, value in (("alpha", alpha), ("a0", a0)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1] (MACL's range), got {value!r}")
+    if not float(alpha) * (1.0 + float(a0)) < 1.0:
+        raise ValueError(f"alpha * (1 + a0) = {float(alpha) * (1 + float(a0)):g} >= 1 lets "
+                         "MACL's tau_A reach 0; lower alpha or a0")
+    with torch.no_grad():
+        s = similarity.detach().to(_dtype(similarity))
+        cols = torch.arange(s.shape[1], device=s.device)
+        is_pos = cols.unsqueeze(0) == positive.to(s.device).long().unsqueeze(1)  # (N, M)
+        with _no_autocast(s):
+            l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
+            p = torch.exp(l_pos - lse_all)  # (N,) P_ip
+            flat = lse_all - lse_neg  # (N,) -log(1 - P_ip)
+            align = s.masked_fill(~is_pos, 0.0).sum(1).mean()  # A, as macl_temperature
+            macl_w = -_log_one_minus_p(s, is_pos, tau * (1.0 + float(alpha) * (align - float(a0))))
+            dual = _log_one_minus_p(s, is_pos, tau * m) + flat
+        return torch.stack([p, flat, macl_w, dual], dim=1)  # (N, 4)
 
 
 def _check_m(m: float) -> float:

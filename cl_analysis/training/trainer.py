@@ -7,7 +7,8 @@ keep modules small. The step order of the memory-bank regime follows the authors
 **No host sync in the step.** On a GPU the host must never wait for the device inside the loop:
 the epoch's permutation travels once, the augmentation parameters in one non-blocking copy, the
 input checks that read values (ranges, finiteness) run on the first step only (the loss is
-checked for NaN once per epoch), the penalty-entropy monitor runs only in monitored epochs, the
+checked for NaN once per epoch), the penalty-entropy and weighting-lens monitors run only in
+monitored epochs (sums on the device, read back once per epoch), the
 bank update of a batch of distinct indices is one vectorised write, constant tensors are built
 once, and the loss is read back only at the end of the epoch (the progress bar shows the last
 value whose copy has finished). ``tests/training/test_scale.py`` counts the syncs of a step.
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 MONITOR_QUERIES = 1000  # augmented train anchors per epoch scored against the bank (authors: 1000)
+POSITIVE_BINS = 20  # bins over [0, 1] of the logged histogram of P_ip (the weighting lens)
+WEIGHT_METHODS = weighting.ANCHOR_STATISTICS[1:]  # the anchor weights logged per monitored epoch
 DIAGNOSTIC_ROWS = 2000  # monitor-set rows of the per-epoch label-free diagnostics (seeded subset)
 DIAGNOSTIC_KEYS = tuple(f"{space}_{name}" for space in ("backbone", "projection") for name in (
     "rankme", "feature_std", "w2_uniformity", "neg_sim_mean", "neg_sim_var"))
@@ -367,7 +370,10 @@ class Trainer:
         cfg = self.config
         perm = torch.randperm(len(self.images), generator=self.generator)  # (N,) CPU
         batches = self._batches(perm)
-        sums = torch.zeros(4, device=self.device)  # loss, entropy, positive sim, anchors
+        # loss, entropy, positive sim, anchors, then the weighting lens: sum of P_ip, its
+        # histogram, and per method the sums of log w_i and of its square (one read-back)
+        n_w = len(WEIGHT_METHODS)
+        sums = torch.zeros(5 + POSITIVE_BINS + 2 * n_w, device=self.device)
         tau_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # τ of every step
         if cfg.temperature_schedule == "cosine":
             self._epoch_temperature = cosine_temperature(
@@ -397,6 +403,7 @@ class Trainer:
                                                          unnormalized=True).sum()
                     sums[2] += sim[rows, pos].float().sum()
                     sums[3] += len(pos)
+                    self._accumulate_weighting(sums, sim, pos, tau)
                     have = sum(len(q) for q in queries)
                     if self.bank is not None and have < MONITOR_QUERIES:
                         queries.append(z[: MONITOR_QUERIES - have])
@@ -416,7 +423,49 @@ class Trainer:
                "positive_similarity": s[2] / s[3] if s[3] else None,
                "temperature": cfg.temperature if cfg.temperature_schedule == "constant"
                else float(tau_sum) / len(batches)}  # mean τ of the epoch's steps
+        row.update(self._weighting_row(s))
         self._queries = (torch.cat(queries), torch.cat(query_labels)) if queries else None
+        return row
+
+    @staticmethod
+    def _accumulate_weighting(sums: torch.Tensor, sim: torch.Tensor, pos: torch.Tensor,
+                              tau: float | torch.Tensor) -> None:
+        """Add one step's weighting-lens sums to ``sums[4:]`` (no host sync; see train_epoch)."""
+        stats = weighting.anchor_statistics(sim, pos, tau).to(sums.dtype)  # (b, 4)
+        p = stats[:, 0]
+        sums[4] += p.sum()
+        bins = (p * POSITIVE_BINS).long().clamp_(0, POSITIVE_BINS - 1)  # (b,) P_ip's bin
+        sums[5:5 + POSITIVE_BINS].scatter_add_(0, bins, torch.ones_like(p))  # exact counts
+        lw = stats[:, 1:]  # (b, methods) log w_i
+        k = 5 + POSITIVE_BINS
+        sums[k:k + len(WEIGHT_METHODS)] += lw.sum(0)
+        sums[k + len(WEIGHT_METHODS):] += (lw * lw).sum(0)
+
+    @staticmethod
+    def _weighting_row(s: list[float]) -> dict[str, Any]:
+        """The weighting lens of an epoch's monitored steps, from the read-back sums ``s``.
+
+        ``positive_probability``: mean P_ip (the positive's softmax probability at the step's
+        τ, paper Eq. 2) over the epoch's anchors; ``positive_probability_hist``: the fraction of
+        anchors in each of ``POSITIVE_BINS`` equal bins of [0, 1]; per method of
+        ``WEIGHT_METHODS``, ``anchor_log_weight_mean_<m>`` / ``anchor_log_weight_std_<m>``:
+        mean and std over anchors of log w_i (:func:`cl_analysis.weighting.anchor_weights`).
+        All None in an epoch without monitor.
+        """
+        n = s[3]
+        keys = ["positive_probability", "positive_probability_hist"]
+        keys += [f"anchor_log_weight_{stat}_{m}" for m in WEIGHT_METHODS for stat in ("mean", "std")]
+        if not n:
+            return dict.fromkeys(keys)
+        row: dict[str, Any] = {"positive_probability": s[4] / n,
+                               "positive_probability_hist": [c / n for c in
+                                                             s[5:5 + POSITIVE_BINS]]}
+        k = 5 + POSITIVE_BINS
+        for j, m in enumerate(WEIGHT_METHODS):
+            mean = s[k + j] / n
+            var = max(s[k + len(WEIGHT_METHODS) + j] / n - mean * mean, 0.0)
+            row[f"anchor_log_weight_mean_{m}"] = mean
+            row[f"anchor_log_weight_std_{m}"] = math.sqrt(var)
         return row
 
     @torch.no_grad()
