@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 MONITOR_QUERIES = 1000  # augmented train anchors per epoch scored against the bank (authors: 1000)
-POSITIVE_BINS = 20  # bins over [0, 1] of the logged histogram of P_ip (the weighting lens)
+# the logged histogram of log10 P_ip (the weighting lens): POSITIVE_BINS equal bins over
+# POSITIVE_LOG10_RANGE, the first and last also holding what lies beyond (P_ip ~ 1/M at large τ)
+POSITIVE_BINS = 20
+POSITIVE_LOG10_RANGE = (-5.0, 0.0)
 WEIGHT_METHODS = weighting.ANCHOR_STATISTICS[1:]  # the anchor weights logged per monitored epoch
 DIAGNOSTIC_ROWS = 2000  # monitor-set rows of the per-epoch label-free diagnostics (seeded subset)
 DIAGNOSTIC_KEYS = tuple(f"{space}_{name}" for space in ("backbone", "projection") for name in (
@@ -434,12 +437,14 @@ class Trainer:
         stats = weighting.anchor_statistics(sim, pos, tau).to(sums.dtype)  # (b, 4)
         p = stats[:, 0]
         sums[4] += p.sum()
-        bins = (p * POSITIVE_BINS).long().clamp_(0, POSITIVE_BINS - 1)  # (b,) P_ip's bin
+        lo, hi = POSITIVE_LOG10_RANGE
+        x = (torch.log10(p.clamp_min(1e-300)) - lo) * (POSITIVE_BINS / (hi - lo))
+        bins = x.floor().clamp_(0, POSITIVE_BINS - 1).long()  # (b,) log10 P_ip's bin
         sums[5:5 + POSITIVE_BINS].scatter_add_(0, bins, torch.ones_like(p))  # exact counts
         lw = stats[:, 1:]  # (b, methods) log w_i
         k = 5 + POSITIVE_BINS
         sums[k:k + len(WEIGHT_METHODS)] += lw.sum(0)
-        sums[k + len(WEIGHT_METHODS):] += (lw * lw).sum(0)
+        sums[k + len(WEIGHT_METHODS):k + 2 * len(WEIGHT_METHODS)] += (lw * lw).sum(0)
 
     @staticmethod
     def _weighting_row(s: list[float]) -> dict[str, Any]:
@@ -447,7 +452,8 @@ class Trainer:
 
         ``positive_probability``: mean P_ip (the positive's softmax probability at the step's
         τ, paper Eq. 2) over the epoch's anchors; ``positive_probability_hist``: the fraction of
-        anchors in each of ``POSITIVE_BINS`` equal bins of [0, 1]; per method of
+        anchors in each of ``POSITIVE_BINS`` equal bins of log10 P_ip over
+        ``POSITIVE_LOG10_RANGE`` (the end bins open); per method of
         ``WEIGHT_METHODS``, ``anchor_log_weight_mean_<m>`` / ``anchor_log_weight_std_<m>``:
         mean and std over anchors of log w_i (:func:`cl_analysis.weighting.anchor_weights`).
         All None in an epoch without monitor.
