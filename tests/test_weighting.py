@@ -311,3 +311,54 @@ def test_every_reweighted_loss_gives_a_connected_zero_on_an_empty_batch():
         out = fn(s, torch.zeros(0, dtype=torch.long), temperature=0.1)
         assert out.item() == 0.0 and out.requires_grad, fn.__name__
         out.backward()
+
+
+# ---- anchor_statistics: the training monitor's view ------------------------------------------
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.3, 2.0])
+def test_anchor_statistics_equal_the_loop_reference(tau):
+    """Column 0 is P_ip (softmax of the positive), columns 1-3 log w_i of each method."""
+    s, p = _sim(7, 13, seed=int(tau * 10))
+    stats = weighting.anchor_statistics(s, p, tau)
+    assert stats.shape == (7, len(weighting.ANCHOR_STATISTICS)) and stats.dtype == torch.float64
+    expected_p = [math.exp(lp - la) for lp, la, _ in
+                  (_row_terms(r, q, tau) for r, q in zip(s.tolist(), p.tolist()))]
+    torch.testing.assert_close(stats[:, 0], torch.tensor(expected_p, dtype=torch.float64),
+                               rtol=1e-12, atol=1e-15)
+    for j, method in enumerate(weighting.ANCHOR_STATISTICS[1:], start=1):
+        ref = torch.tensor(ref_weights(s, p, tau, method), dtype=torch.float64).log()
+        torch.testing.assert_close(stats[:, j], ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(stats[:, j],
+                                   weighting.anchor_weights(s, p, tau, method, log=True),
+                                   rtol=1e-12, atol=1e-14)
+
+
+def test_anchor_statistics_read_nothing_back_and_keep_no_graph(monkeypatch):
+    """A tensor τ (learnable) is used as given: no .item(), no graph to the similarities."""
+    s, p = _sim(5, 8, seed=4, dtype=torch.float32)
+    s.requires_grad_(True)
+    tau = torch.tensor(0.2, requires_grad=True)
+    calls = []
+    real = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real(self))
+    out = weighting.anchor_statistics(s, p, tau)
+    assert not calls and not out.requires_grad and out.dtype == torch.float32
+    monkeypatch.undo()
+    torch.testing.assert_close(out, weighting.anchor_statistics(s.detach(), p, 0.2))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(similarity=torch.zeros(3)), r"\(N, M\) with M >= 2"),
+    (dict(positive=torch.zeros(2, dtype=torch.long)), "positive must have shape"),
+    (dict(temperature=0.0), "temperature"),
+    (dict(m=-1.0), "m"),
+    (dict(alpha=1.5), "alpha must lie in"),
+    (dict(alpha=0.9, a0=0.5), r"alpha \* \(1 \+ a0\)"),
+])
+def test_anchor_statistics_bad_input(kwargs, match):
+    args = dict(similarity=torch.zeros(3, 4), positive=torch.zeros(3, dtype=torch.long),
+                temperature=0.1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        weighting.anchor_statistics(**args)

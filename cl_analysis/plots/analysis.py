@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from cl_analysis import gradients
+from cl_analysis import gradients, weighting
 from cl_analysis.toy import ToyRun
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "plot_limit_gaps",
     "plot_truncation",
     "plot_truncated_ratio",
+    "plot_weighting_vs_temperature",
 ]
 
 DPI = 80
@@ -474,5 +475,57 @@ def plot_truncated_ratio(similarity, positive, temperatures: Sequence[float], k:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("relative penalty")
     axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weighting_vs_temperature(similarity, positive, temperatures: Sequence[float],
+                                  methods: Sequence[str] = ("flat_nce", "macl",
+                                                            "dual_temperature"),
+                                  top: int = 40) -> Figure:
+    """The weighting lens against τ: over negatives (r_i, Eq. 5) and over anchors (w_i).
+
+    Panels: the mean sorted r_i of the hardest ``top`` negatives at the smallest, middle and
+    largest τ; the mean entropy of r_i (nats) against τ; the std over anchors of log w_i of each
+    method (:func:`cl_analysis.weighting.anchor_weights`) against τ; the distribution of
+    FlatNCE's log w_i at the smallest and largest τ.
+
+    Args:
+        similarity: ``(N, M)`` similarities.
+        positive: ``(N,)`` column of each row's positive.
+        temperatures: increasing τ grid (>= 2 values).
+        methods: re-weighting methods (:data:`cl_analysis.weighting.WEIGHTING_METHODS`).
+        top: how many of the hardest negatives the first panel shows.
+
+    Returns:
+        Figure with four axes.
+    """
+    taus = [float(t) for t in temperatures]
+    if len(taus) < 2 or sorted(taus) != taus:
+        raise ValueError(f"temperatures must be an increasing grid of >= 2 values, got {taus}")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4), dpi=DPI)
+    for t in (taus[0], taus[len(taus) // 2], taus[-1]):
+        r = gradients.gradient_ratio(similarity, positive, t).sort(1, descending=True).values
+        axes[0].plot(_np(r.mean(0)[:top]), marker=".", label=f"τ = {t:g}")
+    axes[0].set(xlabel="negative rank", ylabel="mean r_i", title="over negatives: r_i (Eq. 5)")
+    axes[0].legend(fontsize=7)
+    entropy = [float(gradients.penalty_entropy(similarity, positive, t).mean()) for t in taus]
+    axes[1].plot(taus, entropy, marker="o")
+    axes[1].set(xscale="log", xlabel="τ", ylabel="entropy of r_i (nats)",
+                title="spread of the push")
+    for m in methods:
+        spread = [float(weighting.anchor_weights(similarity, positive, t, m, log=True).std())
+                  for t in taus]
+        axes[2].plot(taus, spread, marker="o", label=m)
+    axes[2].set(xscale="log", xlabel="τ", ylabel="std over anchors of log w_i",
+                title="over anchors: w_i")
+    axes[2].legend(fontsize=7)
+    for t in (taus[0], taus[-1]):
+        w = weighting.anchor_weights(similarity, positive, t, "flat_nce", log=True)
+        axes[3].hist(_np(w), bins=40, alpha=0.6, label=f"τ = {t:g}")
+    axes[3].set(xlabel="log w_i (FlatNCE)", ylabel="anchors", title="distribution of log w_i")
+    axes[3].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

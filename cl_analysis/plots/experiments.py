@@ -24,7 +24,8 @@ from cl_analysis.study import paper_results as pr
 __all__ = [
     "plot_embedding_2d", "plot_uniformity_tolerance", "plot_ordinary_vs_hard",
     "plot_local_separation", "plot_accuracy_vs_temperature", "plot_sphere_density",
-    "plot_metrics_vs_temperature", "plot_training_curves",
+    "plot_metrics_vs_temperature", "plot_training_curves", "plot_weighting_over_training",
+    "plot_positive_probability_histograms",
 ]
 
 LOSS_COLORS = {name: spec.color for name, spec in _LOSSES.items()}  # from the loss registry
@@ -448,4 +449,105 @@ def plot_training_curves(histories: Mapping, metrics=("uniformity", "tolerance")
         ax.set_ylabel(_METRIC_NAMES.get(metric, metric))
     _legend(fig, axes[0])
     fig.suptitle(title or "per-epoch monitoring (metrics.jsonl)")
+    return fig
+
+
+def _by_temperature(table, loss: str, columns: tuple[str, ...]):
+    """{τ: DataFrame of ``table`` rows of ``loss`` at τ}, τ ascending (τ-free: key NaN)."""
+    missing = [c for c in ("loss", "temperature", "seed", "epoch", *columns) if c not in table]
+    if missing:
+        raise ValueError(f"table has no column(s) {missing}; pass SweepRuns.history_table(...)")
+    rows = table[table["loss"] == loss]
+    if rows.empty:
+        raise ValueError(f"no run of loss {loss!r} in the table; losses: "
+                         f"{sorted(set(table['loss']))}")
+    return {t: g for t, g in sorted(rows.groupby(rows["temperature"].fillna(np.nan),
+                                                 dropna=False), key=lambda kv: kv[0])}
+
+
+def plot_weighting_over_training(table, loss: str = "info_nce",
+                                 methods=("flat_nce", "macl", "dual_temperature"),
+                                 title: str | None = None):
+    """The weighting lens of trained runs over epochs, one line per τ (notebook 07).
+
+    Panels: the mean positive probability P_ip at the run's τ (log axis) and, per method, the
+    std over anchors of log w_i (:func:`cl_analysis.weighting.anchor_weights`), as logged by the
+    trainer on its monitored epochs. Lines: means over seeds; bands: ± one seed std.
+
+    Args:
+        table: :meth:`cl_analysis.study.runs.SweepRuns.history_table` with the keys
+            ``positive_probability`` and ``anchor_log_weight_std_<method>``.
+        loss: which loss's runs.
+        methods: re-weighting methods logged by the trainer.
+        title: figure title; None keeps the default one.
+
+    Returns:
+        matplotlib Figure with ``1 + len(methods)`` axes.
+
+    Raises:
+        ValueError: a missing column or no run of ``loss``.
+    """
+    cols = ("positive_probability", *(f"anchor_log_weight_std_{m}" for m in methods))
+    groups = _by_temperature(table, loss, cols)
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.4), layout="constrained",
+                             squeeze=False)
+    for j, (tau, rows) in enumerate(groups.items()):
+        label = "no τ" if tau != tau else f"τ = {tau:g}"
+        stats = rows.groupby("epoch")[list(cols)].agg(["mean", "std"])
+        for ax, col in zip(axes[0], cols):
+            mean, std = stats[(col, "mean")], stats[(col, "std")].fillna(0.0)
+            ax.plot(stats.index, mean, marker="o", ms=3, color=f"C{j % 10}", label=label)
+            ax.fill_between(stats.index, mean - std, mean + std, color=f"C{j % 10}", alpha=0.2)
+    axes[0][0].set(yscale="log", ylabel="mean $P_{ip}$ (positive's softmax probability)")
+    for ax, m in zip(axes[0][1:], methods):
+        ax.set(ylabel="std over anchors of log $w_i$", title=m)
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes[0])
+    fig.suptitle(title or f"{LOSS_LABELS.get(loss, loss)}: the weighting lens over training")
+    return fig
+
+
+def plot_positive_probability_histograms(table, log10_range: tuple[float, float],
+                                         loss: str = "info_nce", epochs=None,
+                                         title: str | None = None):
+    """Distribution over anchors of log10 P_ip at chosen epochs, one panel per τ (notebook 07).
+
+    Args:
+        table: :meth:`cl_analysis.study.runs.SweepRuns.history_table` with the key
+            ``positive_probability_hist`` (fractions of anchors in equal bins of log10 P_ip).
+        log10_range: the bins' span (``cl_analysis.training.trainer.POSITIVE_LOG10_RANGE``);
+            the end bins also hold what lies beyond.
+        loss: which loss's runs.
+        epochs: epochs to draw; None: the first and the last monitored epoch.
+        title: figure title; None keeps the default one.
+
+    Returns:
+        matplotlib Figure, one axes per τ; bars are means over seeds.
+
+    Raises:
+        ValueError: a missing column, no run of ``loss`` or an epoch that was not logged.
+    """
+    groups = _by_temperature(table, loss, ("positive_probability_hist",))
+    logged = sorted(set(table["epoch"]))
+    epochs = [logged[0], logged[-1]] if epochs is None else list(epochs)
+    absent = [e for e in epochs if e not in logged]
+    if absent:
+        raise ValueError(f"epoch(s) {absent} were not monitored; logged: {logged}")
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2),
+                             layout="constrained", squeeze=False, sharey=True)
+    lo, hi = log10_range
+    for ax, (tau, rows) in zip(axes[0], groups.items()):
+        for j, e in enumerate(epochs):
+            hists = np.array(rows[rows["epoch"] == e]["positive_probability_hist"].tolist())
+            mean = hists.mean(0)
+            edges = np.linspace(lo, hi, len(mean) + 1)
+            ax.stairs(mean, edges, color=f"C{j % 10}", lw=1.5, label=f"epoch {e}")
+        ax.set(title="no τ" if tau != tau else f"τ = {tau:g}", xlabel="log10 $P_{ip}$")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fraction of anchors")
+    _legend(fig, axes[0])
+    fig.suptitle(title or f"{LOSS_LABELS.get(loss, loss)}: where the positives' probability "
+                          f"lies (end bins open)")
     return fig

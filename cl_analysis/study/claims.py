@@ -418,7 +418,8 @@ class Ledger:
 
     def measure(self, loss: str, temperature: float | None = None,
                 metric: str = "linear_top1", *, dataset: str | None = None,
-                regime: str | None = None, label: str | None = None) -> Measured:
+                regime: str | None = None, label: str | None = None,
+                table=None) -> Measured:
         """This run's ``metric`` for one configuration, one value per seed.
 
         Args:
@@ -428,6 +429,9 @@ class Ledger:
             dataset: overrides the ledger's default dataset.
             regime: overrides the ledger's default regime.
             label: how the ledger prints it; default ``"<loss> τ=<t>"``.
+            table: read ``metric`` from this table (same columns as the results, one row per
+                run) instead, e.g. one epoch of :meth:`~cl_analysis.study.runs.SweepRuns.
+                history_table`; the noise floor of ``metric`` still applies.
 
         Raises:
             ValueError: no such run (the message lists what there is), no such column, or a
@@ -435,10 +439,9 @@ class Ledger:
         """
         dataset = self._default("dataset", dataset if dataset is not None else self.dataset)
         regime = self._default("regime", regime if regime is not None else self.regime)
-        if metric not in self.results.columns:
-            raise ValueError(f"results have no column {metric!r}; columns: "
-                             f"{list(self.results.columns)}")
-        r = self.results
+        r = self.results if table is None else table
+        if metric not in r.columns:
+            raise ValueError(f"results have no column {metric!r}; columns: {list(r.columns)}")
         rows = r[(r["dataset"] == dataset) & (r["regime"] == regime) & (r["loss"] == loss)]
         if _is_nan(temperature):
             rows = rows[rows["temperature"].isna()]

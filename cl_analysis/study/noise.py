@@ -8,7 +8,8 @@ variance, ddof = 1), together with the smallest and largest per-configuration st
 results columns it covers the derived quantities the notebooks judge: Fig. 8's bank-protocol
 gap and positive similarity (``separation_gap_bank``, ``separation_pos_bank``, from each run's
 ``embeddings_test.pt``) and the 2-D density runs' test uniformity (``density_uniformity``, from
-``<runs>/density``).
+``<runs>/density``), and the weighting lens of notebook 07 at each run's last monitored epoch
+(:data:`HISTORY_METRICS`, from ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLAIM_METRICS", "measure_noise_floor"]
+__all__ = ["CLAIM_METRICS", "HISTORY_METRICS", "measure_noise_floor"]
 
 CLAIM_METRICS = ("linear_top1", "knn_top1", "uniformity", "tolerance", "uniformity_bank",
                  "tolerance_bank", "penalty_entropy", "effective_negatives")
+# per-epoch monitor keys judged by notebook 07, taken at each run's last monitored epoch
+HISTORY_METRICS = ("positive_probability", "anchor_log_weight_std_flat_nce")
 
 
 def _pooled(groups: list[list[float]]) -> dict[str, float]:
@@ -85,6 +88,16 @@ def measure_noise_floor(runs_dir: str | os.PathLike, *, min_seeds: int = 3) -> d
                             else float(s[:, 0].mean()))
             groups.append(vals)
         detail[f"separation_{stat}_bank"] = _pooled(groups)
+    try:
+        history = sweep.history_table(HISTORY_METRICS)
+    except ValueError:  # runs trained before the weighting lens was logged
+        history = None
+    if history is not None:
+        last = history.sort_values("epoch").groupby("run").tail(1)
+        key = last["temperature"].fillna(-1.0)
+        for metric in HISTORY_METRICS:
+            detail[metric] = _pooled([g[metric].tolist()
+                                      for _, g in last.groupby([last["loss"], key])])
     density = Path(runs_dir) / "density"
     if (density / "sweep.json").is_file():
         d = load_sweep(density).results

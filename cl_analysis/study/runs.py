@@ -155,6 +155,38 @@ class SweepRuns:
         """One run of the sweep, loaded."""
         return load_run(self.runs_dir / name)
 
+    def history_table(self, keys: list[str] | tuple[str, ...]):
+        """The runs' per-epoch monitor (``metrics.jsonl``) as one table, for over-training plots.
+
+        Args:
+            keys: history keys, e.g. ``["positive_probability", "penalty_entropy"]``.
+
+        Returns:
+            pandas.DataFrame, one row per (run, epoch in which every key was logged), columns
+            ``run, dataset, regime, loss, temperature, seed, epoch`` (as ``results``: τ NaN for
+            τ-free losses) and ``keys``; rows in spec order, then by epoch.
+
+        Raises:
+            ValueError: if a run logged none of its epochs with every key (a run trained with
+                ``log_metrics=False`` or before the key existed), naming the run and the key.
+        """
+        import pandas as pd
+
+        keys = list(keys)
+        meta = ["run", "dataset", "regime", "loss", "temperature", "seed"]
+        rows = []
+        for _, res in self.results[meta].iterrows():
+            history = self.run(res["run"]).history
+            kept = [h for h in history if all(h.get(k) is not None for k in keys)]
+            if not kept:
+                absent = [k for k in keys if all(h.get(k) is None for h in history)]
+                raise ValueError(f"run {res['run']} logged no epoch with {absent or keys}: it "
+                                 f"was trained with log_metrics=False or by an older version; "
+                                 f"train it again (the sweep's runs folder: {self.runs_dir})")
+            rows += [{**res.to_dict(), "epoch": int(h["epoch"]), **{k: h[k] for k in keys}}
+                     for h in kept]
+        return pd.DataFrame(rows, columns=meta + ["epoch"] + keys)
+
     def describe(self) -> str:
         """One paragraph for a notebook: profile, data, grid, where the runs are."""
         c, g = self.spec.base, self.spec.grid

@@ -156,3 +156,22 @@ def test_plot_gradient_ratio_panels_one_panel_per_tau(row):
     axes = [ax for ax in fig.axes if ax.get_lines()]
     assert len(axes) == 3
     assert all("τ = " in ax.get_title() for ax in axes)
+
+
+def test_plot_weighting_vs_temperature_curves_match_the_library():
+    from cl_analysis import weighting
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(12, 20, generator=g, dtype=torch.float64) * 2 - 1
+    pos = torch.arange(12)
+    taus = [0.1, 0.3, 1.0]
+    fig = pa.plot_weighting_vs_temperature(s, pos, taus)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    entropy = fig.axes[1].get_lines()[0].get_ydata()
+    expected = [float(gradients.penalty_entropy(s, pos, t).mean()) for t in taus]
+    assert list(entropy) == pytest.approx(expected)
+    flat = fig.axes[2].get_lines()[0].get_ydata()
+    assert list(flat) == pytest.approx(
+        [float(weighting.anchor_weights(s, pos, t, "flat_nce", log=True).std()) for t in taus])
+    with pytest.raises(ValueError, match="increasing grid"):
+        pa.plot_weighting_vs_temperature(s, pos, [1.0, 0.1])

@@ -239,3 +239,45 @@ def test_title_overrides_the_default():
     collapsed = pe.plot_sphere_density(np.ones((3, 2)))  # identical points: floored bandwidth
     assert collapsed._suptitle is None
     assert np.isfinite(collapsed.axes[1].get_lines()[0].get_ydata()).all()
+
+
+def _lens(taus=(0.07, 1.0), seeds=(0, 1, 2), epochs=(10, 20), bins=4):
+    """A history_table-shaped frame: P_ip rises with the epoch, falls with τ."""
+    rows = []
+    for t in taus:
+        for s in seeds:
+            for e in epochs:
+                p = 0.01 * e / t / 100 + 0.001 * s
+                hist = np.zeros(bins)
+                hist[min(int(e / 10), bins - 1)] = 1.0
+                rows.append({"run": f"r-{t}-{s}", "dataset": "cifar10", "regime": "memory_bank",
+                             "loss": "info_nce", "temperature": t, "seed": s, "epoch": e,
+                             "positive_probability": p, "positive_probability_hist": list(hist),
+                             **{f"anchor_log_weight_std_{m}": p / 2
+                                for m in ("flat_nce", "macl", "dual_temperature")}})
+    return pd.DataFrame(rows)
+
+
+def test_weighting_over_training_draws_seed_means_per_tau():
+    table = _lens()
+    fig = pe.plot_weighting_over_training(table)
+    axes = fig.axes
+    assert len(axes) == 4 and axes[0].get_yscale() == "log"
+    line = axes[0].get_lines()[0]  # τ = 0.07: the mean over the three seeds, per epoch
+    expected = table[table["temperature"] == 0.07].groupby("epoch")["positive_probability"].mean()
+    np.testing.assert_allclose(line.get_ydata(), expected.to_numpy())
+    assert [ln.get_label() for ln in axes[1].get_lines()] == ["τ = 0.07", "τ = 1"]
+
+
+def test_positive_probability_histograms_one_panel_per_tau():
+    fig = pe.plot_positive_probability_histograms(_lens(), (-5.0, 0.0))
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+    stairs = [p for p in fig.axes[0].patches]
+    assert len(stairs) == 2  # the first and the last monitored epoch
+    np.testing.assert_allclose(stairs[1].get_data().values, [0, 0, 1, 0])  # epoch 20 -> bin 2
+    with pytest.raises(ValueError, match=r"epoch\(s\) \[15\] were not monitored"):
+        pe.plot_positive_probability_histograms(_lens(), (-5.0, 0.0), epochs=[15])
+    with pytest.raises(ValueError, match="no run of loss 'hard'"):
+        pe.plot_weighting_over_training(_lens(), loss="hard")
+    with pytest.raises(ValueError, match="history_table"):
+        pe.plot_weighting_over_training(_lens().drop(columns=["positive_probability"]))

@@ -194,3 +194,16 @@ def test_compact_ledger_keeps_every_claim_and_its_details():
              if line.startswith("| ") and not line.startswith("| |") and "---" not in line]
     assert len(table) == 3 and [row[2] for row in table] == ["✓", "≈", "✗"]
     assert all(f"why {i}" in text for i in range(3)) and "3 claims: 1 ✓ hold" in text
+
+
+def test_measure_reads_another_table_with_the_same_columns(three_seeds):
+    """table= (one epoch of a history table) replaces the results for that measure only."""
+    ledger = Ledger(three_seeds, notebook="07_weighting_lens", noise=FLOOR)
+    epoch = three_seeds.copy()
+    epoch["positive_probability"] = [0.1 * (i + 1) for i in range(len(epoch))]
+    m = ledger.measure("hard", 0.07, "positive_probability", table=epoch)
+    expected = epoch[(epoch["loss"] == "hard") & (epoch["temperature"] == 0.07)]
+    assert m.values == tuple(expected.sort_values("seed")["positive_probability"])
+    assert m.seeds == (0, 1, 2)
+    with pytest.raises(ValueError, match="no column 'positive_probability'"):
+        ledger.measure("hard", 0.07, "positive_probability")  # not in the results

@@ -47,3 +47,16 @@ def test_noise_floor_needs_three_seeds(tmp_path):
     run_sweep(spec, tmp_path, data=sets, progress=False)
     with pytest.raises(ValueError, match="at least 3"):
         measure_noise_floor(tmp_path)
+
+
+def test_noise_floor_covers_the_weighting_lens_at_the_last_monitored_epoch(three_seed_sweep):
+    from cl_analysis.study.noise import HISTORY_METRICS
+    from cl_analysis.study.runs import load_sweep
+
+    floor = measure_noise_floor(three_seed_sweep)
+    table = load_sweep(three_seed_sweep).history_table(HISTORY_METRICS)
+    last = table[table["epoch"] == table["epoch"].max()]
+    for metric in HISTORY_METRICS:
+        var = [g[metric].var(ddof=1) for _, g in
+               last.groupby([last["loss"], last["temperature"].fillna(-1)])]
+        assert floor["std"][metric] == pytest.approx(math.sqrt(np.mean(var)), abs=1e-6)

@@ -179,3 +179,37 @@ def test_fast_mode_trains_the_smoke_sweep_on_synthetic_images_then_loads_it(tmp_
     (tmp_path / "runs" / "results.csv").unlink()
     with pytest.raises(ValueError, match=r"1 run\(s\) .* not finished.*TRAIN_IF_MISSING"):
         load_sweep(tmp_path / "runs")
+
+
+def test_history_table_holds_every_monitored_epoch_and_names_missing_keys(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cl_analysis.study.profiles import SweepGrid, get_profile
+    from cl_analysis.study.runs import load_sweep
+    from cl_analysis.study.sweep import SweepSpec, run_sweep
+    from cl_analysis.training import data
+
+    sets = {"cifar10": (data.synthetic_dataset(10, split="train", seed=0),
+                        data.synthetic_dataset(10, split="test", seed=0))}
+    base = get_profile("smoke").run.replace(epochs=2, subset=40, linear_probe=False,
+                                            eval_test_size=None)
+    spec = SweepSpec(base, SweepGrid(losses=("info_nce", "simple"), temperatures=(0.1,),
+                                     seeds=(0,)), "smoke")
+    run_sweep(spec, tmp_path, data=sets, progress=False)
+    sweep = load_sweep(tmp_path)
+    table = sweep.history_table(["positive_probability", "penalty_entropy"])
+    assert list(table["epoch"]) == [1, 2, 1, 2]  # knn_every=1: every epoch monitored
+    assert table["temperature"].iloc[:2].tolist() == [0.1, 0.1]
+    assert table["temperature"].iloc[2:].isna().all()  # the simple loss takes no τ
+    run = sweep.run(table["run"].iloc[0])
+    assert table["positive_probability"].iloc[1] == run.history[1]["positive_probability"]
+    assert isinstance(table, pd.DataFrame)
+    # a run whose history lacks a key (an older version) is named with the key
+    path = tmp_path / table["run"].iloc[0] / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items()
+                                        if k != "positive_probability"}) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"logged no epoch with \['positive_probability'\]"):
+        sweep.history_table(["positive_probability"])

@@ -178,3 +178,45 @@ def test_diagnostics_match_the_library_on_the_monitor_set():
     off = (u @ u.T)[~torch.eye(32, dtype=torch.bool)]
     assert d["projection_neg_sim_mean"] == pytest.approx(float(off.mean()))
     assert d["projection_neg_sim_var"] == pytest.approx(float(off.var(correction=0)))
+
+
+# --- the weighting lens over training (notebook 07) -------------------------------------------
+@pytest.mark.parametrize("regime, loss", [("memory_bank", "info_nce"), ("simclr", "hard")])
+def test_weighting_lens_logged_equals_a_recomputation_of_every_step(monkeypatch, regime, loss):
+    """The epoch's P_ip mean, log10 histogram and log-weight mean/std, recomputed in float64
+    from every step's similarities with anchor_weights and numpy."""
+    import numpy as np
+
+    from cl_analysis import weighting
+    from cl_analysis.training import trainer as trainer_module
+
+    trainer = Trainer(tiny(regime=regime, loss=loss, temperature=0.1), TRAIN,
+                      torch.device("cpu"))
+    seen = []
+    step = Trainer.train_step
+
+    def record(self, idx, lr):
+        out = step(self, idx, lr)
+        seen.append((out[1].double(), out[2]))
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", record)
+    row = trainer.train_epoch(0, progress=False, monitored=True)
+    s = torch.cat([torch.softmax(sim / 0.1, 1).gather(1, pos[:, None].long())[:, 0]
+                   for sim, pos in seen]).numpy()  # (anchors,) P_ip
+    assert row["positive_probability"] == pytest.approx(s.mean(), rel=1e-5)
+    lo, hi = trainer_module.POSITIVE_LOG10_RANGE
+    edges = np.linspace(lo, hi, trainer_module.POSITIVE_BINS + 1)
+    counts, _ = np.histogram(np.clip(np.log10(s), lo, hi - 1e-12), bins=edges)
+    np.testing.assert_allclose(row["positive_probability_hist"], counts / len(s), atol=1e-6)
+    assert sum(row["positive_probability_hist"]) == pytest.approx(1.0)
+    for method in trainer_module.WEIGHT_METHODS:
+        # MACL's tau_A uses each step's own batch alignment, as the loss would
+        lw = torch.cat([weighting.anchor_weights(sim, pos, 0.1, method, log=True)
+                        for sim, pos in seen]).numpy()
+        assert row[f"anchor_log_weight_mean_{method}"] == pytest.approx(lw.mean(), rel=1e-4,
+                                                                         abs=1e-6)
+        assert row[f"anchor_log_weight_std_{method}"] == pytest.approx(lw.std(), rel=1e-3,
+                                                                        abs=1e-5)
+    quiet = trainer.train_epoch(1, progress=False, monitored=False)
+    assert quiet["positive_probability"] is None and quiet["positive_probability_hist"] is None
