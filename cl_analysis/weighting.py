@@ -220,8 +220,9 @@ def anchor_statistics(
         temperature: tau > 0: a float (checked) or a 0-dim tensor (used as given: the
             trainer's clamped learnable tau).
         m: Dual Temperature's tau ratio, > 0.
-        alpha, a0: MACL's sensitivity and threshold, in [0, 1] with alpha * (1 + a0) < 1, so
-            that tau_A = tau (1 + alpha (A - A_0)) > 0 for every alignment A in [-1, 1].
+        alpha: MACL's sensitivity, in [0, 1], with alpha * (1 + a0) < 1 so that
+            tau_A = tau (1 + alpha (A - A_0)) > 0 for every alignment A in [-1, 1].
+        a0: MACL's alignment threshold A_0, in [0, 1].
 
     Returns:
         ``(N, 4)`` float32 (float64 for float64 inputs), detached.

@@ -108,16 +108,14 @@ print("Claim holds: each gradient is InfoNCE's times w_i (float64, autograd)")
 # %% tags=[]
 from cl_analysis.plots import experiments as pe
 from cl_analysis.study.notebook import open_results
-from cl_analysis.training.trainer import POSITIVE_LOG10_RANGE, WEIGHT_METHODS
+from cl_analysis.training.trainer import POSITIVE_LOG10_RANGE, WEIGHTING_KEYS
 
 opened = open_results(RUNS_DIR, notebook="07_weighting_lens", fast=FAST,
                       train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
 sweep, ledger = opened.sweep, opened.ledger
 JUDGE = sweep.spec.profile != "smoke"  # the smoke profile is plumbing only
 RUN_TAUS = sorted(sweep.spec.grid.temperatures)
-KEYS = ["positive_probability", "positive_probability_hist",
-        *[f"anchor_log_weight_{s}_{m}" for m in WEIGHT_METHODS for s in ("mean", "std")]]
-lens = sweep.history_table(KEYS)
+lens = sweep.history_table(WEIGHTING_KEYS)
 lens = lens[lens["loss"] == "info_nce"]
 FIRST, LAST = int(lens["epoch"].min()), int(lens["epoch"].max())
 pe.plot_weighting_over_training(lens)

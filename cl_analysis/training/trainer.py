@@ -46,6 +46,9 @@ MONITOR_QUERIES = 1000  # augmented train anchors per epoch scored against the b
 POSITIVE_BINS = 20
 POSITIVE_LOG10_RANGE = (-5.0, 0.0)
 WEIGHT_METHODS = weighting.ANCHOR_STATISTICS[1:]  # the anchor weights logged per monitored epoch
+WEIGHTING_KEYS = ("positive_probability", "positive_probability_hist",
+                  *(f"anchor_log_weight_{stat}_{m}" for m in WEIGHT_METHODS
+                    for stat in ("mean", "std")))  # the keys of Trainer._weighting_row
 DIAGNOSTIC_ROWS = 2000  # monitor-set rows of the per-epoch label-free diagnostics (seeded subset)
 DIAGNOSTIC_KEYS = tuple(f"{space}_{name}" for space in ("backbone", "projection") for name in (
     "rankme", "feature_std", "w2_uniformity", "neg_sim_mean", "neg_sim_var"))
@@ -459,10 +462,8 @@ class Trainer:
         All None in an epoch without monitor.
         """
         n = s[3]
-        keys = ["positive_probability", "positive_probability_hist"]
-        keys += [f"anchor_log_weight_{stat}_{m}" for m in WEIGHT_METHODS for stat in ("mean", "std")]
         if not n:
-            return dict.fromkeys(keys)
+            return dict.fromkeys(WEIGHTING_KEYS)
         row: dict[str, Any] = {"positive_probability": s[4] / n,
                                "positive_probability_hist": [c / n for c in
                                                              s[5:5 + POSITIVE_BINS]]}
