@@ -36,11 +36,16 @@ if FAST:
 
 # %% tags=[]
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import torch
 from IPython.display import Markdown
 
 from cl_analysis import gradients, losses, toy, weighting
 from cl_analysis.plots import analysis as pa
+from cl_analysis.plots import experiments as pe
+from cl_analysis.study.notebook import open_results
+from cl_analysis.training.trainer import POSITIVE_LOG10_RANGE, WEIGHTING_KEYS
 
 torch.manual_seed(SEED)
 data = toy.make_toy_dataset(N_CLASSES, PER_CLASS, dim=DIM, noise=NOISE, seed=SEED)
@@ -106,10 +111,6 @@ print("Claim holds: each gradient is InfoNCE's times w_i (float64, autograd)")
 # this model (`Trainer._weighting_row`, from `weighting.anchor_statistics`).
 
 # %% tags=[]
-from cl_analysis.plots import experiments as pe
-from cl_analysis.study.notebook import open_results
-from cl_analysis.training.trainer import POSITIVE_LOG10_RANGE, WEIGHTING_KEYS
-
 opened = open_results(RUNS_DIR, notebook="07_weighting_lens", fast=FAST,
                       train_profile=TRAIN_PROFILE, data_root=DATA_ROOT)
 sweep, ledger = opened.sweep, opened.ledger
@@ -130,9 +131,6 @@ plt.show()
 # largest-anchor scale of FlatNCE's weight exp(mean + 2 std of log w_i).
 
 # %% tags=[]
-import numpy as np
-import pandas as pd
-
 lo, hi = POSITIVE_LOG10_RANGE
 n_bins = len(lens["positive_probability_hist"].iloc[0])
 above = int(round((-1.0 - lo) * n_bins / (hi - lo)))  # first bin with log10 P_ip >= -1
