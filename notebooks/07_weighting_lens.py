@@ -200,9 +200,14 @@ Markdown(
 
 # %% [markdown] tags=[]
 # **Reading.** r_i decides *which negatives* an anchor pushes (τ sets the hardness); w_i decides
-# *which anchors* push at all. Small τ buys uniformity through hard negatives, but InfoNCE then
-# stops pushing the anchors whose positive already wins (P_ii → 1), which is where tolerance is
-# lost. FlatNCE/decoupled and MACL keep those anchors' gradients (w_i = 1/(1 − P_ii)), MACL
-# raising τ as the batch aligns; Dual Temperature takes the anchor weight from a larger τ. The
-# same run of this notebook on a trained model's similarities (over training) is left to the
-# quick-run study (issue 11 §1).
+# *which anchors* push at all. Small τ buys uniformity through hard negatives, but as training
+# aligns the views the positive comes to dominate the softmax (P_ip grows, section 4), and
+# InfoNCE scales that anchor's whole gradient by 1 − P_ip: the anchors whose positive already
+# wins are pushed less and less, and small τ spends its push on the anchors not yet aligned —
+# MACL's and FlatNCE's reading of the uniformity–tolerance dilemma.
+# FlatNCE/decoupled and MACL restore those anchors' gradients (w_i = 1/(1 − P_ip)), MACL raising τ
+# as the batch aligns; Dual Temperature takes the anchor weight from a larger τ. How much this
+# can change depends on how far P_ip gets from 1/M: with a 5,000-entry memory bank at τ = 1 it
+# never leaves it (every w_i ≈ 1, the methods coincide with InfoNCE), at τ = 0.07 the spread is
+# real but modest (table above); the re-weighting matters most with few negatives and small τ,
+# FlatNCE's small-batch setting.
