@@ -200,9 +200,20 @@ def anchor_weights(
     return log_w if log else log_w.exp()
 
 
+def _monitor_temperature(value: float | Tensor, name: str) -> float | Tensor:
+    """A float tau (checked > 0) or a 0-dim tensor, detached and used as given (no read-back)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ValueError(f"{name} must be a number or a floating scalar tensor, got "
+                             f"shape {tuple(value.shape)} dtype {value.dtype}")
+        return value.detach().reshape(())
+    return check_temperature(value, name)
+
+
 def anchor_statistics(
     similarity: Tensor, positive: Tensor, temperature: float | Tensor, *,
     m: float = 10.0, alpha: float = 0.5, a0: float = 0.0,
+    macl_base: float | Tensor | None = None,
 ) -> Tensor:
     """Per anchor: P_ip and log w_i of FlatNCE, MACL and Dual Temperature, without a host sync.
 
@@ -220,15 +231,19 @@ def anchor_statistics(
         temperature: tau > 0: a float (checked) or a 0-dim tensor (used as given: the
             trainer's clamped learnable tau).
         m: Dual Temperature's tau ratio, > 0.
-        alpha: MACL's sensitivity, in [0, 1], with alpha * (1 + a0) < 1 so that
-            tau_A = tau (1 + alpha (A - A_0)) > 0 for every alignment A in [-1, 1].
+        alpha: MACL's sensitivity, in [0, 1].
         a0: MACL's alignment threshold A_0, in [0, 1].
+        macl_base: tau_0 of the MACL column, tau_A = tau_0 (1 + alpha (A - A_0)) with A the
+            mean positive similarity clamped to [-1, 1] (as the trainer's MACL schedule); None:
+            ``temperature``. Pass the run's base tau when ``temperature`` already is a tau_A.
+            Where 1 + alpha (A - A_0) <= 0 (:func:`macl_temperature` refuses it) the factor is
+            clamped at 1e-6 instead of raising: this is a monitor.
 
     Returns:
         ``(N, 4)`` float32 (float64 for float64 inputs), detached.
 
     Raises:
-        ValueError: on a bad shape, tau <= 0, m <= 0, or alpha / a0 outside their range.
+        ValueError: on a bad shape, tau <= 0, m <= 0, or alpha / a0 outside [0, 1].
     """
     if similarity.dim() != 2 or similarity.shape[1] < 2:
         raise ValueError(f"similarity must be (N, M) with M >= 2, got shape "
@@ -236,20 +251,12 @@ def anchor_statistics(
     if positive.shape != (similarity.shape[0],):
         raise ValueError(f"positive must have shape ({similarity.shape[0]},) (one column per "
                          f"row of similarity), got {tuple(positive.shape)}")
-    if isinstance(temperature, Tensor):  # a learnable tau: its value is not read back
-        if temperature.numel() != 1 or not temperature.is_floating_point():
-            raise ValueError(f"temperature must be a number or a floating scalar tensor, got "
-                             f"shape {tuple(temperature.shape)} dtype {temperature.dtype}")
-        tau = temperature.detach().reshape(())
-    else:
-        tau = check_temperature(temperature, "temperature")
+    tau = _monitor_temperature(temperature, "temperature")
+    tau0 = tau if macl_base is None else _monitor_temperature(macl_base, "macl_base")
     m = _check_m(m)
     for name, value in (("alpha", alpha), ("a0", a0)):
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1] (MACL's range), got {value!r}")
-    if not float(alpha) * (1.0 + float(a0)) < 1.0:
-        raise ValueError(f"alpha * (1 + a0) = {float(alpha) * (1 + float(a0)):g} >= 1 lets "
-                         "MACL's tau_A reach 0; lower alpha or a0")
     with torch.no_grad():
         s = similarity.detach().to(_dtype(similarity))
         cols = torch.arange(s.shape[1], device=s.device)
@@ -258,8 +265,9 @@ def anchor_statistics(
             l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
             p = torch.exp(l_pos - lse_all)  # (N,) P_ip
             flat = lse_all - lse_neg  # (N,) -log(1 - P_ip)
-            align = s.masked_fill(~is_pos, 0.0).sum(1).mean()  # A, as macl_temperature
-            macl_w = -_log_one_minus_p(s, is_pos, tau * (1.0 + float(alpha) * (align - float(a0))))
+            align = s.masked_fill(~is_pos, 0.0).sum(1).clamp(-1, 1).mean()  # A
+            factor = (1.0 + float(alpha) * (align - float(a0))).clamp_min(1e-6)
+            macl_w = -_log_one_minus_p(s, is_pos, tau0 * factor)
             dual = _log_one_minus_p(s, is_pos, tau * m) + flat
         return torch.stack([p, flat, macl_w, dual], dim=1)  # (N, 4)
 

@@ -21,13 +21,20 @@ def _code(nb) -> list[str]:
 def main(executed: str, committed: str = "notebooks") -> None:
     import jupytext
 
-    for src in sorted(Path(executed).glob("[0-9][0-9]_*.ipynb")):
+    sources = sorted(Path(executed).glob("[0-9][0-9]_*.ipynb"))
+    if not sources:
+        sys.exit(f"no executed NN_*.ipynb in {executed}: pass the --out folder of a reproduce run")
+    plan = []
+    for src in sources:  # check every notebook before writing any
         target = Path(committed) / src.name
-        paired = jupytext.read(target.with_suffix(".py"))
+        if not target.is_file() or not target.with_suffix(".py").is_file():
+            sys.exit(f"{target} or its paired .py is missing: is {committed} the notebooks folder?")
         nb = nbformat.read(src, as_version=4)
-        if _code(nb) != [c.source for c in paired.cells]:
+        if _code(nb) != [c.source for c in jupytext.read(target.with_suffix(".py")).cells]:
             sys.exit(f"{src} was executed from other code than {target.with_suffix('.py')}: "
                      f"run `cl-analysis reproduce` again first")
+        plan.append((src, target, nb))
+    for src, target, nb in plan:
         nb.cells = [c for c in nb.cells
                     if "injected-parameters" not in c.metadata.get("tags", [])]
         for cell in nb.cells:
@@ -38,4 +45,6 @@ def main(executed: str, committed: str = "notebooks") -> None:
 
 
 if __name__ == "__main__":
+    if not 2 <= len(sys.argv) <= 3:
+        sys.exit(__doc__)
     main(*sys.argv[1:3])

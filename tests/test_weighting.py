@@ -340,21 +340,29 @@ def test_anchor_statistics_read_nothing_back_and_keep_no_graph(monkeypatch):
     s.requires_grad_(True)
     tau = torch.tensor(0.2, requires_grad=True)
     calls = []
-    real = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real(self))
-    out = weighting.anchor_statistics(s, p, tau)
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__",
+                 "nonzero"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    out = weighting.anchor_statistics(s, p, tau, macl_base=tau * 2)
     assert not calls and not out.requires_grad and out.dtype == torch.float32
     monkeypatch.undo()
-    torch.testing.assert_close(out, weighting.anchor_statistics(s.detach(), p, 0.2))
+    torch.testing.assert_close(out, weighting.anchor_statistics(s.detach(), p, 0.2,
+                                                                macl_base=0.4))
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(similarity=torch.zeros(3)), r"\(N, M\) with M >= 2"),
     (dict(positive=torch.zeros(2, dtype=torch.long)), "positive must have shape"),
     (dict(temperature=0.0), "temperature"),
-    (dict(m=-1.0), "m"),
+    (dict(m=-1.0), r"^m: expected"),
     (dict(alpha=1.5), "alpha must lie in"),
-    (dict(alpha=0.9, a0=0.5), r"alpha \* \(1 \+ a0\)"),
+    (dict(macl_base=0.0), r"^macl_base: expected"),
 ])
 def test_anchor_statistics_bad_input(kwargs, match):
     args = dict(similarity=torch.zeros(3, 4), positive=torch.zeros(3, dtype=torch.long),
@@ -362,3 +370,15 @@ def test_anchor_statistics_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         weighting.anchor_statistics(**args)
+
+
+def test_anchor_statistics_macl_column_uses_its_own_base_and_never_reaches_tau_zero():
+    """macl_base sets MACL's tau_0; a factor 1 + alpha (A - A_0) <= 0 is clamped, not raised."""
+    s, p = _sim(6, 10, seed=5)
+    base = weighting.anchor_statistics(s, p, 0.05, macl_base=0.3)[:, 2]
+    torch.testing.assert_close(base, weighting.anchor_weights(s, p, 0.3, "macl", log=True))
+    low = torch.full((4, 5), 0.1, dtype=torch.float64)
+    low[:, 0] = -1.0  # every positive at -1: A = -1, 1 + 1 * (-1 - 1) < 0
+    out = weighting.anchor_statistics(low, torch.zeros(4, dtype=torch.long), 0.2, alpha=1.0,
+                                      a0=1.0)
+    assert torch.isfinite(out).all()

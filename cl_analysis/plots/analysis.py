@@ -493,15 +493,18 @@ def plot_weighting_vs_temperature(similarity, positive, temperatures: Sequence[f
     Args:
         similarity: ``(N, M)`` similarities.
         positive: ``(N,)`` column of each row's positive.
-        temperatures: increasing τ grid (>= 2 values).
+        temperatures: strictly increasing τ grid (>= 2 values).
         methods: re-weighting methods (:data:`cl_analysis.weighting.WEIGHTING_METHODS`).
         top: how many of the hardest negatives the first panel shows.
 
     Returns:
         Figure with four axes.
+
+    Raises:
+        ValueError: if ``temperatures`` is not a strictly increasing grid of >= 2 values.
     """
     taus = [float(t) for t in temperatures]
-    if len(taus) < 2 or sorted(taus) != taus:
+    if len(taus) < 2 or any(a >= b for a, b in zip(taus, taus[1:])):
         raise ValueError(f"temperatures must be an increasing grid of >= 2 values, got {taus}")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4), dpi=DPI)
     for t in (taus[0], taus[len(taus) // 2], taus[-1]):

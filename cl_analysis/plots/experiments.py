@@ -461,8 +461,12 @@ def _by_temperature(table, loss: str, columns: tuple[str, ...]):
     if rows.empty:
         raise ValueError(f"no run of loss {loss!r} in the table; losses: "
                          f"{sorted(set(table['loss']))}")
-    return {t: g for t, g in sorted(rows.groupby(rows["temperature"].fillna(np.nan),
-                                                 dropna=False), key=lambda kv: kv[0])}
+    groups = dict(list(rows.groupby("temperature", dropna=False)))
+    return {t: groups[t] for t in sorted(groups, key=lambda t: (t != t, t))}  # NaN last
+
+
+def _tau_label(tau) -> str:
+    return "τ-free loss (monitor at the base τ)" if tau != tau else f"τ = {tau:g}"
 
 
 def plot_weighting_over_training(table, loss: str = "info_nce",
@@ -492,12 +496,13 @@ def plot_weighting_over_training(table, loss: str = "info_nce",
     fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.4), layout="constrained",
                              squeeze=False)
     for j, (tau, rows) in enumerate(groups.items()):
-        label = "no τ" if tau != tau else f"τ = {tau:g}"
         stats = rows.groupby("epoch")[list(cols)].agg(["mean", "std"])
-        for ax, col in zip(axes[0], cols):
-            mean, std = stats[(col, "mean")], stats[(col, "std")].fillna(0.0)
-            ax.plot(stats.index, mean, marker="o", ms=3, color=f"C{j % 10}", label=label)
-            ax.fill_between(stats.index, mean - std, mean + std, color=f"C{j % 10}", alpha=0.2)
+        for k, (ax, col) in enumerate(zip(axes[0], cols)):
+            mean, std = stats[(col, "mean")], stats[(col, "std")].fillna(0.0)  # 1 seed: no band
+            low = np.maximum(mean - std, mean / 10) if k == 0 else mean - std  # log axis: > 0
+            ax.plot(stats.index, mean, marker="o", ms=3, color=f"C{j % 10}",
+                    label=_tau_label(tau))
+            ax.fill_between(stats.index, low, mean + std, color=f"C{j % 10}", alpha=0.2)
     axes[0][0].set(yscale="log", ylabel="mean $P_{ip}$ (positive's softmax probability)")
     for ax, m in zip(axes[0][1:], methods):
         ax.set(ylabel="std over anchors of log $w_i$", title=m)
@@ -509,7 +514,7 @@ def plot_weighting_over_training(table, loss: str = "info_nce",
     return fig
 
 
-def plot_positive_probability_histograms(table, log10_range: tuple[float, float],
+def plot_positive_probability_histograms(table, log10_range: tuple[float, float] | None = None,
                                          loss: str = "info_nce", epochs=None,
                                          title: str | None = None):
     """Distribution over anchors of log10 P_ip at chosen epochs, one panel per τ (notebook 07).
@@ -517,10 +522,11 @@ def plot_positive_probability_histograms(table, log10_range: tuple[float, float]
     Args:
         table: :meth:`cl_analysis.study.runs.SweepRuns.history_table` with the key
             ``positive_probability_hist`` (fractions of anchors in equal bins of log10 P_ip).
-        log10_range: the bins' span (``cl_analysis.training.trainer.POSITIVE_LOG10_RANGE``);
-            the end bins also hold what lies beyond.
+        log10_range: the bins' span; None: the trainer's
+            (``cl_analysis.training.trainer.POSITIVE_LOG10_RANGE``). The end bins also hold
+            what lies beyond.
         loss: which loss's runs.
-        epochs: epochs to draw; None: the first and the last monitored epoch.
+        epochs: epochs to draw; None: each τ's first and last monitored epoch.
         title: figure title; None keeps the default one.
 
     Returns:
@@ -529,22 +535,27 @@ def plot_positive_probability_histograms(table, log10_range: tuple[float, float]
     Raises:
         ValueError: a missing column, no run of ``loss`` or an epoch that was not logged.
     """
+    if log10_range is None:
+        from cl_analysis.training.trainer import POSITIVE_LOG10_RANGE as log10_range
     groups = _by_temperature(table, loss, ("positive_probability_hist",))
-    logged = sorted(set(table["epoch"]))
-    epochs = [logged[0], logged[-1]] if epochs is None else list(epochs)
-    absent = [e for e in epochs if e not in logged]
-    if absent:
-        raise ValueError(f"epoch(s) {absent} were not monitored; logged: {logged}")
+    chosen = {}
+    for tau, rows in groups.items():
+        logged = sorted(set(rows["epoch"]))
+        chosen[tau] = [logged[0], logged[-1]] if epochs is None else list(epochs)
+        absent = [e for e in chosen[tau] if e not in logged]
+        if absent:
+            raise ValueError(f"epoch(s) {absent} were not monitored for {_tau_label(tau)}; "
+                             f"logged: {logged}")
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2),
                              layout="constrained", squeeze=False, sharey=True)
     lo, hi = log10_range
     for ax, (tau, rows) in zip(axes[0], groups.items()):
-        for j, e in enumerate(epochs):
+        for j, e in enumerate(chosen[tau]):
             hists = np.array(rows[rows["epoch"] == e]["positive_probability_hist"].tolist())
             mean = hists.mean(0)
             edges = np.linspace(lo, hi, len(mean) + 1)
             ax.stairs(mean, edges, color=f"C{j % 10}", lw=1.5, label=f"epoch {e}")
-        ax.set(title="no τ" if tau != tau else f"τ = {tau:g}", xlabel="log10 $P_{ip}$")
+        ax.set(title=_tau_label(tau), xlabel="log10 $P_{ip}$")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of anchors")
     _legend(fig, axes[0])

@@ -317,7 +317,7 @@ def analyze(out: str | os.PathLike, *, run: str | None = None, checkpoint: str |
             raise ValueError("--features needs --labels FILE ((N,) integer labels)")
         y = load_array(labels, "labels")
         n_rows, y_shape = tuple(z.shape)[:1], tuple(y.shape)
-        if len(y_shape) != 1 or y_shape != n_rows:
+        if len(z.shape) == 2 and (len(y_shape) != 1 or y_shape != n_rows):
             raise ValueError(f"--labels {labels} has shape {y_shape}; it must be {n_rows}: one "
                              f"integer label per row of --features {features}")
         source = {"input": "features", "features": str(features), "labels": str(labels)}

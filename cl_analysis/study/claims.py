@@ -440,8 +440,9 @@ class Ledger:
         dataset = self._default("dataset", dataset if dataset is not None else self.dataset)
         regime = self._default("regime", regime if regime is not None else self.regime)
         r = self.results if table is None else table
+        what = "results" if table is None else "table"
         if metric not in r.columns:
-            raise ValueError(f"results have no column {metric!r}; columns: {list(r.columns)}")
+            raise ValueError(f"{what} have no column {metric!r}; columns: {list(r.columns)}")
         rows = r[(r["dataset"] == dataset) & (r["regime"] == regime) & (r["loss"] == loss)]
         if _is_nan(temperature):
             rows = rows[rows["temperature"].isna()]
@@ -454,6 +455,10 @@ class Ledger:
             raise ValueError(f"no run with dataset={dataset}, regime={regime}, loss={loss!r}, "
                              f"temperature={temperature!r}; the sweep has (loss, τ) {have}: "
                              f"train it or fix the notebook's grid")
+        if rows["run"].duplicated().any():
+            raise ValueError(f"the {what} holds several rows per run for {loss!r} "
+                             f"τ={temperature!r} (a history table?): pick one epoch, "
+                             f"table[table['epoch'] == e]")
         rows = rows.sort_values("seed")
         values = rows[metric].astype(float).tolist()
         nan_runs = [run for run, v in zip(rows["run"], values) if _is_nan(v)]

@@ -90,7 +90,9 @@ def measure_noise_floor(runs_dir: str | os.PathLike, *, min_seeds: int = 3) -> d
         detail[f"separation_{stat}_bank"] = _pooled(groups)
     try:
         history = sweep.history_table(HISTORY_METRICS)
-    except ValueError:  # runs trained before the weighting lens was logged
+    except ValueError as err:  # runs trained before the weighting lens was logged: skip it
+        if "logged no epoch" not in str(err):
+            raise
         history = None
     if history is not None:
         last = history.sort_values("epoch").groupby("run").tail(1)

@@ -368,7 +368,8 @@ class Trainer:
             epoch: 0-based epoch (sets the learning rate).
             progress: a tqdm bar over the batches (rank 0 only).
             monitored: compute the per-step monitor (penalty entropy, positive similarity, the
-                bank monitor's queries); False leaves them None (an epoch without monitor).
+                weighting lens of ``WEIGHTING_KEYS``, the bank monitor's queries); False leaves
+                them None (an epoch without monitor).
 
         Raises:
             ValueError: if the loss became NaN or inf during the epoch.
@@ -376,10 +377,11 @@ class Trainer:
         cfg = self.config
         perm = torch.randperm(len(self.images), generator=self.generator)  # (N,) CPU
         batches = self._batches(perm)
-        # loss, entropy, positive sim, anchors, then the weighting lens: sum of P_ip, its
-        # histogram, and per method the sums of log w_i and of its square (one read-back)
-        n_w = len(WEIGHT_METHODS)
-        sums = torch.zeros(5 + POSITIVE_BINS + 2 * n_w, device=self.device)
+        sums = torch.zeros(4, device=self.device)  # loss, entropy, positive sim, anchors
+        # the weighting lens: sum of P_ip, its histogram, per method the sums of log w_i and of
+        # its square (float64: the variance comes from sums of squares); one read-back for both
+        lens = torch.zeros(1 + POSITIVE_BINS + 2 * len(WEIGHT_METHODS), dtype=torch.float64,
+                           device=self.device)
         tau_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # τ of every step
         if cfg.temperature_schedule == "cosine":
             self._epoch_temperature = cosine_temperature(
@@ -409,7 +411,7 @@ class Trainer:
                                                          unnormalized=True).sum()
                     sums[2] += sim[rows, pos].float().sum()
                     sums[3] += len(pos)
-                    self._accumulate_weighting(sums, sim, pos, tau)
+                    self._accumulate_weighting(lens, sim, pos, tau)
                     have = sum(len(q) for q in queries)
                     if self.bank is not None and have < MONITOR_QUERIES:
                         queries.append(z[: MONITOR_QUERIES - have])
@@ -419,7 +421,8 @@ class Trainer:
                 if value is not None:
                     bar.set_postfix(loss=f"{value:.4f}")
                 shown.record(loss)
-        s = distributed.all_reduce_sum(sums).tolist()  # the epoch's one read-back
+        # the epoch's one read-back (float32 sums widen exactly to float64)
+        s = distributed.all_reduce_sum(torch.cat([sums.double(), lens])).tolist()
         if not all(map(math.isfinite, s[:3])):
             raise ValueError(f"the loss became NaN or inf in epoch {epoch + 1} (sum {s[0]}); "
                              f"lower the learning rate (--lr) or check the data")
@@ -433,21 +436,29 @@ class Trainer:
         self._queries = (torch.cat(queries), torch.cat(query_labels)) if queries else None
         return row
 
-    @staticmethod
-    def _accumulate_weighting(sums: torch.Tensor, sim: torch.Tensor, pos: torch.Tensor,
+    def _accumulate_weighting(self, lens: torch.Tensor, sim: torch.Tensor, pos: torch.Tensor,
                               tau: float | torch.Tensor) -> None:
-        """Add one step's weighting-lens sums to ``sums[4:]`` (no host sync; see train_epoch)."""
-        stats = weighting.anchor_statistics(sim, pos, tau).to(sums.dtype)  # (b, 4)
+        """Add one step's weighting-lens sums to ``lens`` (no host sync; see train_epoch).
+
+        The MACL column uses the config's α, A_0 and, under the MACL schedule (where ``tau``
+        already is τ_A), the configured τ as its τ_0; otherwise the step's τ.
+        """
+        cfg = self.config
+        stats = weighting.anchor_statistics(
+            sim, pos, tau, alpha=cfg.macl_alpha, a0=cfg.macl_a0,
+            macl_base=cfg.temperature if cfg.temperature_schedule == "macl" else None,
+        ).to(lens.dtype)  # (b, 4)
         p = stats[:, 0]
-        sums[4] += p.sum()
+        lens[0] += p.sum()
         lo, hi = POSITIVE_LOG10_RANGE
-        x = (torch.log10(p.clamp_min(1e-300)) - lo) * (POSITIVE_BINS / (hi - lo))
+        x = (torch.log10(p.clamp_min(torch.finfo(p.dtype).tiny)) - lo) * (POSITIVE_BINS / (hi - lo))
+        x = torch.nan_to_num(x, nan=0.0)  # a NaN step is reported at the epoch's end, not here
         bins = x.floor().clamp_(0, POSITIVE_BINS - 1).long()  # (b,) log10 P_ip's bin
-        sums[5:5 + POSITIVE_BINS].scatter_add_(0, bins, torch.ones_like(p))  # exact counts
+        lens[1:1 + POSITIVE_BINS].scatter_add_(0, bins, torch.ones_like(p))  # exact counts
         lw = stats[:, 1:]  # (b, methods) log w_i
-        k = 5 + POSITIVE_BINS
-        sums[k:k + len(WEIGHT_METHODS)] += lw.sum(0)
-        sums[k + len(WEIGHT_METHODS):k + 2 * len(WEIGHT_METHODS)] += (lw * lw).sum(0)
+        k, n_w = 1 + POSITIVE_BINS, len(WEIGHT_METHODS)
+        lens[k:k + n_w] += lw.sum(0)
+        lens[k + n_w:k + 2 * n_w] += (lw * lw).sum(0)
 
     @staticmethod
     def _weighting_row(s: list[float]) -> dict[str, Any]:
@@ -458,8 +469,8 @@ class Trainer:
         anchors in each of ``POSITIVE_BINS`` equal bins of log10 P_ip over
         ``POSITIVE_LOG10_RANGE`` (the end bins open); per method of
         ``WEIGHT_METHODS``, ``anchor_log_weight_mean_<m>`` / ``anchor_log_weight_std_<m>``:
-        mean and std over anchors of log w_i (:func:`cl_analysis.weighting.anchor_weights`).
-        All None in an epoch without monitor.
+        mean and population std (ddof = 0) over anchors of log w_i
+        (:func:`cl_analysis.weighting.anchor_weights`). All None in an epoch without monitor.
         """
         n = s[3]
         if not n:

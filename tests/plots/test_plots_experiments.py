@@ -247,7 +247,7 @@ def _lens(taus=(0.07, 1.0), seeds=(0, 1, 2), epochs=(10, 20), bins=4):
     for t in taus:
         for s in seeds:
             for e in epochs:
-                p = 0.01 * e / t / 100 + 0.001 * s
+                p = 0.01 * e / (1.0 if t != t else t) / 100 + 0.001 * s
                 hist = np.zeros(bins)
                 hist[min(int(e / 10), bins - 1)] = 1.0
                 rows.append({"run": f"r-{t}-{s}", "dataset": "cifar10", "regime": "memory_bank",
@@ -281,3 +281,16 @@ def test_positive_probability_histograms_one_panel_per_tau():
         pe.plot_weighting_over_training(_lens(), loss="hard")
     with pytest.raises(ValueError, match="history_table"):
         pe.plot_weighting_over_training(_lens().drop(columns=["positive_probability"]))
+
+
+def test_weighting_plots_take_one_seed_and_a_tau_free_loss():
+    """One seed: no band, no NaN; a τ-free loss (NaN τ) is drawn last with its own label."""
+    one = _lens(seeds=(0,))
+    free = _lens(taus=(float("nan"),), seeds=(0,)).assign(run="simple")
+    table = pd.concat([one, free.assign(loss="info_nce")])
+    fig = pe.plot_weighting_over_training(table)
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels == ["τ = 0.07", "τ = 1", "τ-free loss (monitor at the base τ)"]
+    assert all(np.isfinite(ln.get_ydata()).all() for ln in fig.axes[0].get_lines())
+    fig = pe.plot_positive_probability_histograms(table)  # the trainer's range by default
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 3

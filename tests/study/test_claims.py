@@ -207,3 +207,10 @@ def test_measure_reads_another_table_with_the_same_columns(three_seeds):
     assert m.seeds == (0, 1, 2)
     with pytest.raises(ValueError, match="no column 'positive_probability'"):
         ledger.measure("hard", 0.07, "positive_probability")  # not in the results
+
+
+def test_measure_refuses_a_table_with_several_rows_per_run(three_seeds):
+    ledger = Ledger(three_seeds, notebook="07_weighting_lens", noise=FLOOR)
+    history = pd.concat([three_seeds.assign(epoch=10), three_seeds.assign(epoch=20)])
+    with pytest.raises(ValueError, match="pick one epoch"):
+        ledger.measure("hard", 0.07, "tolerance_bank", table=history)

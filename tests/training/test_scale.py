@@ -281,6 +281,12 @@ def test_ddp_three_steps_equal_one_process(regime, batch, tmp_path):
             assert (res["bank"] - single.bank.bank).abs().max() < 1e-5
         assert abs(res["row"]["loss"] - row["loss"]) < 1e-5
         assert abs(res["row"]["penalty_entropy"] - row["penalty_entropy"]) < 1e-4
+        # the weighting lens: sums over every rank's anchors, as one process
+        assert abs(res["row"]["positive_probability"] - row["positive_probability"]) < 1e-6
+        assert res["row"]["positive_probability_hist"] == pytest.approx(
+            row["positive_probability_hist"], abs=1e-9)
+        assert abs(res["row"]["anchor_log_weight_std_flat_nce"]
+                   - row["anchor_log_weight_std_flat_nce"]) < 1e-5
     start = Trainer(cfg, data, torch.device("cpu")).model.state_dict()
     assert max((want[k].double() - start[k].double()).abs().max() for k in want) > 1e-3
 
