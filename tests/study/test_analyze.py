@@ -113,7 +113,8 @@ def test_refusals_of_features_input(tmp_path, capsys):
     _refused(tmp_path, capsys, ["--features", str(tmp_path / "flat.npy"), *L], "(N, D)")
     _refused(tmp_path, capsys, ["--features", str(tmp_path / "nan.npy"), *L], "first rows [3, 7]")
     _refused(tmp_path, capsys, ["--features", str(tmp_path / "f.npy"), "--labels",
-                                str(tmp_path / "short.npy")], "has shape (10,); it must be (90,): one integer label")
+                                str(tmp_path / "short.npy")],
+             "has shape (10,); it must be (90,): one integer label")
     _refused(tmp_path, capsys, ["--features", str(tmp_path / "junk.npy"), *L], "cannot read")
     _refused(tmp_path, capsys, ["--features", str(tmp_path / "obj.npy"), *L], "object array")
     _refused(tmp_path, capsys, ["--features", str(tmp_path / "f.csv"), *L], ".npy, .npz or .pt")
