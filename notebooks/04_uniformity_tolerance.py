@@ -261,8 +261,8 @@ for tau in TAUS:
 #
 # `metrics.jsonl` logs, every `knn_every` epochs (10 in the quick profile, 1 in smoke), the
 # bank-protocol uniformity and tolerance of that epoch's first 1,000 augmented training queries,
-# and every epoch the mean positive similarity and the penalty entropy (Eq. 5) of the training
-# batches. An *early collapse* would show as low uniformity / high tolerance / positive
+# and, on the same epochs, the mean positive similarity and the penalty entropy (Eq. 5) of the
+# training batches (notebook 07 follows the anchor weights on them). An *early collapse* would show as low uniformity / high tolerance / positive
 # similarity near 1 in the first epochs that later recovers (`docs/quick_profile.md` records
 # why the quick profile centres the features before the head: with the paper's plain linear head
 # low-τ runs started collapsed). Shown for the ordinary and hard losses at the smallest τ, with
