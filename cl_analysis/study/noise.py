@@ -9,7 +9,8 @@ results columns it covers the derived quantities the notebooks judge: Fig. 8's b
 gap and positive similarity (``separation_gap_bank``, ``separation_pos_bank``, from each run's
 ``embeddings_test.pt``) and the 2-D density runs' test uniformity (``density_uniformity``, from
 ``<runs>/density``), and the weighting lens of notebook 07 at each run's last monitored epoch
-(:data:`HISTORY_METRICS`, from ``metrics.jsonl``).
+(:data:`HISTORY_METRICS`, from ``metrics.jsonl``; for :data:`LOG_HISTORY_METRICS` also of their
+log10, as ``log10_<key>``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLAIM_METRICS", "HISTORY_METRICS", "measure_noise_floor"]
+__all__ = ["CLAIM_METRICS", "HISTORY_METRICS", "LOG_HISTORY_METRICS", "measure_noise_floor"]
 
 CLAIM_METRICS = ("linear_top1", "knn_top1", "uniformity", "tolerance", "uniformity_bank",
                  "tolerance_bank", "penalty_entropy", "effective_negatives")
 # per-epoch monitor keys judged by notebook 07, taken at each run's last monitored epoch
 HISTORY_METRICS = ("positive_probability", "anchor_log_weight_std_flat_nce")
+# of these, the ones whose values span orders of magnitude over τ also get a floor of their
+# log10, recorded as "log10_<key>" (a claim across τ compares them on that scale)
+LOG_HISTORY_METRICS = ("anchor_log_weight_std_flat_nce",)
 
 
 def _pooled(groups: list[list[float]]) -> dict[str, float]:
@@ -97,9 +101,12 @@ def measure_noise_floor(runs_dir: str | os.PathLike, *, min_seeds: int = 3) -> d
     if history is not None:
         last = history.sort_values("epoch").groupby("run").tail(1)
         key = last["temperature"].fillna(-1.0)
+        groups = [g for _, g in last.groupby([last["loss"], key])]
         for metric in HISTORY_METRICS:
-            detail[metric] = _pooled([g[metric].tolist()
-                                      for _, g in last.groupby([last["loss"], key])])
+            detail[metric] = _pooled([g[metric].tolist() for g in groups])
+        for metric in LOG_HISTORY_METRICS:
+            detail[f"log10_{metric}"] = _pooled([[math.log10(v) for v in g[metric] if v > 0]
+                                                 for g in groups])
     density = Path(runs_dir) / "density"
     if (density / "sweep.json").is_file():
         d = load_sweep(density).results

@@ -60,3 +60,7 @@ def test_noise_floor_covers_the_weighting_lens_at_the_last_monitored_epoch(three
         var = [g[metric].var(ddof=1) for _, g in
                last.groupby([last["loss"], last["temperature"].fillna(-1)])]
         assert floor["std"][metric] == pytest.approx(math.sqrt(np.mean(var)), abs=1e-6)
+    logs = [np.log10(g["anchor_log_weight_std_flat_nce"]).var(ddof=1) for _, g in
+            last.groupby([last["loss"], last["temperature"].fillna(-1)])]
+    assert floor["std"]["log10_anchor_log_weight_std_flat_nce"] == pytest.approx(
+        math.sqrt(np.mean(logs)), abs=1e-6)
