@@ -22,6 +22,8 @@ results are float32 (float64 for float64 inputs). They are re-exported by
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -90,9 +92,15 @@ def _row_sums(
 
 
 def _log_one_minus_p(s: Tensor, is_pos: Tensor, tau: float | Tensor) -> Tensor:
-    """log(1 - P_ip) = logsumexp_neg - logsumexp_all at ``tau``, ``(N,)`` (no cancellation)."""
-    _, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
-    return lse_neg - lse_all
+    """log(1 - P_ip) at ``tau``, ``(N,)``, accurate at both ends.
+
+    Near P_ip = 1: logsumexp_neg - logsumexp_all (no cancellation). Near P_ip = 0 that
+    difference of two nearly equal numbers cancels (float32, many columns), so log1p(-P_ip),
+    with P_ip = exp(l_pos - logsumexp_all), is used below P_ip = 1/2.
+    """
+    l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
+    p = torch.exp(l_pos - lse_all)  # (N,) P_ip
+    return torch.where(p < 0.5, torch.log1p(-p.clamp(max=0.5)), lse_neg - lse_all)
 
 
 def _weighted_info_nce(log_c: Tensor, logits: Tensor, is_pos: Tensor) -> Tensor:
@@ -213,17 +221,17 @@ def _monitor_temperature(value: float | Tensor, name: str) -> float | Tensor:
 def anchor_statistics(
     similarity: Tensor, positive: Tensor, temperature: float | Tensor, *,
     m: float = 10.0, alpha: float = 0.5, a0: float = 0.0,
-    macl_base: float | Tensor | None = None,
+    macl_base: float | Tensor | None = None, validate: bool = True,
 ) -> Tensor:
     """Per anchor: P_ip and log w_i of FlatNCE, MACL and Dual Temperature, without a host sync.
 
     The training monitor's view of the weighting lens (notebook 07): one row per anchor, columns
     :data:`ANCHOR_STATISTICS` = (P_ip, the positive's softmax probability at tau (paper Eq. 2);
     log w_i of ``"flat_nce"`` (= ``"decoupled"``), ``"macl"`` and ``"dual_temperature"``, as
-    :func:`anchor_weights` with ``log=True``). Unlike :func:`anchor_weights` it validates shapes
+    :func:`anchor_weights` with ``log=True``). With ``validate=False`` it checks shapes and dtypes
     only and reads no value back to the host (MACL's tau_A stays a tensor), so the trainer can
     call it inside a step on a GPU; the similarities are taken as given (a memory bank's rows may
-    be unnormalised at first).
+    be unnormalised at first; NaN similarities give NaN rows).
 
     Args:
         similarity: ``(N, M)`` similarities, M >= 2 (detached or not; the result is detached).
@@ -238,19 +246,32 @@ def anchor_statistics(
             ``temperature``. Pass the run's base tau when ``temperature`` already is a tau_A.
             Where 1 + alpha (A - A_0) <= 0 (:func:`macl_temperature` refuses it) the factor is
             clamped at 1e-6 instead of raising: this is a monitor.
+        validate: also check values (reads them back): finite similarities, positives within
+            ``[0, M)``, a tensor ``temperature`` / ``macl_base`` finite and > 0. The trainer
+            passes False.
 
     Returns:
         ``(N, 4)`` float32 (float64 for float64 inputs), detached.
 
     Raises:
-        ValueError: on a bad shape, tau <= 0, m <= 0, or alpha / a0 outside [0, 1].
+        ValueError: on a bad shape, non-integer positives, a float tau <= 0, m <= 0, or
+            alpha / a0 outside [0, 1]; with ``validate``, also non-finite similarities,
+            positives out of range or a tensor tau <= 0.
     """
     if similarity.dim() != 2 or similarity.shape[1] < 2:
         raise ValueError(f"similarity must be (N, M) with M >= 2, got shape "
                          f"{tuple(similarity.shape)}")
-    if positive.shape != (similarity.shape[0],):
-        raise ValueError(f"positive must have shape ({similarity.shape[0]},) (one column per "
-                         f"row of similarity), got {tuple(positive.shape)}")
+    if not isinstance(positive, Tensor) or positive.shape != (similarity.shape[0],):
+        raise ValueError(f"positive must be a tensor of shape ({similarity.shape[0]},) (one "
+                         f"column per row of similarity), got "
+                         f"{tuple(getattr(positive, 'shape', ())) or type(positive).__name__}")
+    if positive.is_floating_point() or positive.is_complex() or positive.dtype == torch.bool:
+        raise ValueError(f"positive must hold integer column indices, got dtype {positive.dtype}")
+    if validate:
+        check_similarity(similarity, positive, unnormalized=True)  # shapes and index range
+        for name, value in (("temperature", temperature), ("macl_base", macl_base)):
+            if isinstance(value, Tensor):
+                check_temperature(value.detach(), name)
     tau = _monitor_temperature(temperature, "temperature")
     tau0 = tau if macl_base is None else _monitor_temperature(macl_base, "macl_base")
     m = _check_m(m)
@@ -262,9 +283,9 @@ def anchor_statistics(
         cols = torch.arange(s.shape[1], device=s.device)
         is_pos = cols.unsqueeze(0) == positive.to(s.device).long().unsqueeze(1)  # (N, M)
         with _no_autocast(s):
-            l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
+            l_pos, lse_all, _ = _log_sums(_scale(s, tau), is_pos)
             p = torch.exp(l_pos - lse_all)  # (N,) P_ip
-            flat = lse_all - lse_neg  # (N,) -log(1 - P_ip)
+            flat = -_log_one_minus_p(s, is_pos, tau)  # (N,) -log(1 - P_ip)
             align = s.masked_fill(~is_pos, 0.0).sum(1).clamp(-1, 1).mean()  # A
             factor = (1.0 + float(alpha) * (align - float(a0))).clamp_min(1e-6)
             macl_w = -_log_one_minus_p(s, is_pos, tau0 * factor)
@@ -274,7 +295,14 @@ def anchor_statistics(
 
 def _check_m(m: float) -> float:
     """Return Dual Temperature's tau ratio m as a float, or raise unless finite and > 0."""
-    return check_temperature(m, "m")
+    try:
+        value = float(m)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"m: Dual Temperature's ratio of the inter- to the intra-anchor τ must "
+                         f"be a finite number > 0 (Zhang et al. use 10), got {m!r}")
+    return value
 
 
 def decoupled_info_nce(

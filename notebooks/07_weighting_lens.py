@@ -3,8 +3,9 @@
 #
 # Wang & Liu's relative penalty r_i (Eq. 5) distributes one anchor's push over its negatives.
 # The methods that followed re-weight the same InfoNCE gradient *across anchors* with a factor
-# w_i (`cl_analysis.weighting`): FlatNCE and the decoupled loss 1/(1 − P_ii), MACL the same at an
-# alignment-driven τ, Dual Temperature (1 − P_ii^{mτ})/(1 − P_ii^{τ}). This notebook shows both
+# w_i (`cl_analysis.weighting`), a function of P_ip, the positive's softmax probability (Eq. 2):
+# FlatNCE and the decoupled loss 1/(1 − P_ip), MACL the same at an alignment-driven τ, Dual
+# Temperature (1 − P_ip^{mτ})/(1 − P_ip^{τ}). This notebook shows both
 # distributions against τ on a toy embedding, checks the identity "gradient = InfoNCE gradient ×
 # w_i" with autograd, then follows both over the training of real quick-profile runs. All code
 # lives in the package.
@@ -62,9 +63,9 @@ print(f"similarity matrix {tuple(S.shape)}, mean positive {S.diag().mean():.2f}"
 #
 # The entropy of r_i (nats) counts the negatives that share an anchor's push: few at small τ
 # (hardness-aware), all of them at large τ (Eq. 7, the simple loss). InfoNCE gives every anchor
-# weight 1; FlatNCE / the decoupled loss give 1/(1 − P_ii): an anchor whose positive already
-# dominates (P_ii → 1) keeps a full-size gradient instead of a vanishing one, an effect strongest
-# at small τ, where P_ii is close to 0 or 1.
+# weight 1; FlatNCE / the decoupled loss give 1/(1 − P_ip): an anchor whose positive already
+# dominates (P_ip → 1) keeps a full-size gradient instead of a vanishing one, an effect strongest
+# at small τ, where P_ip is close to 0 or 1.
 #
 # **Claims.** (a) The mean entropy of r_i increases with τ. (b) The FlatNCE weights are ≥ 1,
 # and their spread across anchors (std of log w_i) shrinks from the smallest to the largest τ.

@@ -66,7 +66,7 @@ def test_reproduce_passes_only_runs_dir_and_trains_nothing_twice(tmp_path, monke
     assert given == [{"RUNS_DIR": str(runs.resolve())}]
     assert sorted(executed) == sorted(p.name for p in reproduce.notebook_paths())
     for name, params in executed.items():
-        if name[:2] in ("04", "05", "06", "08"):  # the notebooks that read runs
+        if name[:2] in ("04", "05", "06", "07", "08"):  # the notebooks that read runs
             assert params == {"RUNS_DIR": str(runs.resolve())}, name
         else:
             assert params == {}, name

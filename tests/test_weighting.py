@@ -349,7 +349,7 @@ def test_anchor_statistics_read_nothing_back_and_keep_no_graph(monkeypatch):
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    out = weighting.anchor_statistics(s, p, tau, macl_base=tau * 2)
+    out = weighting.anchor_statistics(s, p, tau, macl_base=tau * 2, validate=False)
     assert not calls and not out.requires_grad and out.dtype == torch.float32
     monkeypatch.undo()
     torch.testing.assert_close(out, weighting.anchor_statistics(s.detach(), p, 0.2,
@@ -358,9 +358,9 @@ def test_anchor_statistics_read_nothing_back_and_keep_no_graph(monkeypatch):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(similarity=torch.zeros(3)), r"\(N, M\) with M >= 2"),
-    (dict(positive=torch.zeros(2, dtype=torch.long)), "positive must have shape"),
+    (dict(positive=torch.zeros(2, dtype=torch.long)), "positive must be a tensor of shape"),
     (dict(temperature=0.0), "temperature"),
-    (dict(m=-1.0), r"^m: expected"),
+    (dict(m=-1.0), r"^m: Dual Temperature's ratio"),
     (dict(alpha=1.5), "alpha must lie in"),
     (dict(macl_base=0.0), r"^macl_base: expected"),
 ])
@@ -382,3 +382,37 @@ def test_anchor_statistics_macl_column_uses_its_own_base_and_never_reaches_tau_z
     out = weighting.anchor_statistics(low, torch.zeros(4, dtype=torch.long), 0.2, alpha=1.0,
                                       a0=1.0)
     assert torch.isfinite(out).all()
+
+
+def test_anchor_statistics_keep_float32_accurate_with_many_negatives():
+    """P_ip ~ 1/M: -log(1 - P_ip) must not come from two nearly equal logsumexps (float32)."""
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(64, 20000, generator=g, dtype=torch.float64) * 2 - 1) * 0.3
+    pos = torch.randint(0, 20000, (64,), generator=g)
+    exact = weighting.anchor_statistics(s, pos, 1.0)
+    single = weighting.anchor_statistics(s.float(), pos, 1.0).double()
+    for j in range(1, 4):  # the spread over anchors is ~1e-6: relative accuracy matters
+        assert single[:, j].std() == pytest.approx(float(exact[:, j].std()), rel=1e-3)
+        torch.testing.assert_close(single[:, j], exact[:, j], rtol=1e-4, atol=1e-10)
+        torch.testing.assert_close(weighting.anchor_weights(s.float(), pos, 1.0, method := (
+            weighting.ANCHOR_STATISTICS[j]), log=True).double(), exact[:, j], rtol=1e-4,
+            atol=1e-10, msg=method)
+
+
+def test_anchor_statistics_validate_values_unless_told_not_to():
+    s, p = _sim(4, 6, seed=2)
+    with pytest.raises(ValueError, match=r"column indices in \[0, 5\]"):
+        weighting.anchor_statistics(s, p + 6, 0.2)
+    with pytest.raises(ValueError, match="temperature: expected a finite value > 0"):
+        weighting.anchor_statistics(s, p, torch.tensor(-1.0))
+    with pytest.raises(ValueError, match="macl_base: expected a finite value > 0"):
+        weighting.anchor_statistics(s, p, 0.2, macl_base=torch.tensor(0.0))
+    broken = s.clone()
+    broken[1, 3] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        weighting.anchor_statistics(broken, p, 0.2)
+    for bad in (p.double(), p > 2):
+        with pytest.raises(ValueError, match="integer column indices"):
+            weighting.anchor_statistics(s, bad, 0.2, validate=False)
+    out = weighting.anchor_statistics(broken, p, 0.2, validate=False)  # the trainer's path
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[[0, 2, 3]]).all()

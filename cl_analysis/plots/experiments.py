@@ -491,6 +491,7 @@ def plot_weighting_over_training(table, loss: str = "info_nce",
     Raises:
         ValueError: a missing column or no run of ``loss``.
     """
+    methods = tuple("flat_nce" if m == "decoupled" else m for m in methods)  # same weights
     cols = ("positive_probability", *(f"anchor_log_weight_std_{m}" for m in methods))
     groups = _by_temperature(table, loss, cols)
     fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.4), layout="constrained",
@@ -522,33 +523,39 @@ def plot_positive_probability_histograms(table, log10_range: tuple[float, float]
     Args:
         table: :meth:`cl_analysis.study.runs.SweepRuns.history_table` with the key
             ``positive_probability_hist`` (fractions of anchors in equal bins of log10 P_ip).
-        log10_range: the bins' span; None: the trainer's
+        log10_range: the bins' span, as logged; None: the trainer's
             (``cl_analysis.training.trainer.POSITIVE_LOG10_RANGE``). The end bins also hold
             what lies beyond.
         loss: which loss's runs.
-        epochs: epochs to draw; None: each τ's first and last monitored epoch.
+        epochs: an epoch or a list of epochs to draw; None: each τ's first and last
+            monitored epoch.
         title: figure title; None keeps the default one.
 
     Returns:
         matplotlib Figure, one axes per τ; bars are means over seeds.
 
     Raises:
-        ValueError: a missing column, no run of ``loss`` or an epoch that was not logged.
+        ValueError: a missing column, no run of ``loss``, an epoch that was not logged or a
+            range with low >= high.
     """
     if log10_range is None:
         from cl_analysis.training.trainer import POSITIVE_LOG10_RANGE as log10_range
+    lo, hi = (float(v) for v in log10_range)
+    if not lo < hi:
+        raise ValueError(f"log10_range must be (low, high) with low < high, got {log10_range}")
+    if epochs is not None:
+        epochs = [epochs] if isinstance(epochs, (int, np.integer)) else list(epochs)
     groups = _by_temperature(table, loss, ("positive_probability_hist",))
     chosen = {}
     for tau, rows in groups.items():
         logged = sorted(set(rows["epoch"]))
-        chosen[tau] = [logged[0], logged[-1]] if epochs is None else list(epochs)
+        chosen[tau] = sorted({logged[0], logged[-1]}) if epochs is None else epochs
         absent = [e for e in chosen[tau] if e not in logged]
         if absent:
             raise ValueError(f"epoch(s) {absent} were not monitored for {_tau_label(tau)}; "
                              f"logged: {logged}")
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2),
                              layout="constrained", squeeze=False, sharey=True)
-    lo, hi = log10_range
     for ax, (tau, rows) in zip(axes[0], groups.items()):
         for j, e in enumerate(chosen[tau]):
             hists = np.array(rows[rows["epoch"] == e]["positive_probability_hist"].tolist())

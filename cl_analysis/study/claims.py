@@ -443,6 +443,9 @@ class Ledger:
         what = "results" if table is None else "table"
         if metric not in r.columns:
             raise ValueError(f"{what} have no column {metric!r}; columns: {list(r.columns)}")
+        if table is not None and table.empty:
+            raise ValueError("the table is empty: check the filter that made it (e.g. an epoch "
+                             "that was not monitored)")
         rows = r[(r["dataset"] == dataset) & (r["regime"] == regime) & (r["loss"] == loss)]
         if _is_nan(temperature):
             rows = rows[rows["temperature"].isna()]
@@ -460,7 +463,11 @@ class Ledger:
                              f"τ={temperature!r} (a history table?): pick one epoch, "
                              f"table[table['epoch'] == e]")
         rows = rows.sort_values("seed")
-        values = rows[metric].astype(float).tolist()
+        try:
+            values = rows[metric].astype(float).tolist()
+        except (TypeError, ValueError):
+            raise ValueError(f"{metric} does not hold one number per run (e.g. a histogram); "
+                             f"measure a scalar column") from None
         nan_runs = [run for run, v in zip(rows["run"], values) if _is_nan(v)]
         if nan_runs:
             raise ValueError(f"{metric} is NaN for run(s) {nan_runs}; the evaluation did not "

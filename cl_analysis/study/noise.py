@@ -95,7 +95,7 @@ def measure_noise_floor(runs_dir: str | os.PathLike, *, min_seeds: int = 3) -> d
     try:
         history = sweep.history_table(HISTORY_METRICS)
     except ValueError as err:  # runs trained before the weighting lens was logged: skip it
-        if "logged no epoch" not in str(err):
+        if "logged no epoch" not in str(err) and "has the key(s)" not in str(err):
             raise
         history = None
     if history is not None:

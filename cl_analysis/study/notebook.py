@@ -1,4 +1,4 @@
-"""What a results notebook (04–06, 08) opens first: its sweep, seed means, claims ledger.
+"""What a results notebook (04–08) opens first: its sweep, seed means, claims ledger.
 
 One call replaces the set-up each results notebook would otherwise repeat: open the sweep as the
 parameter cell asks (:func:`~cl_analysis.study.runs.open_sweep`), fold the seeds

@@ -159,7 +159,9 @@ class SweepRuns:
         """The runs' per-epoch monitor (``metrics.jsonl``) as one table, for over-training plots.
 
         Args:
-            keys: history keys, e.g. ``["positive_probability", "penalty_entropy"]``.
+            keys: history keys, e.g. ``["positive_probability", "penalty_entropy"]``. Keys that
+                name a run column (``loss``, ``temperature``: the epoch's training loss and
+                mean τ) come out as ``logged_loss``, ``logged_temperature``.
 
         Returns:
             pandas.DataFrame, one row per (run, epoch in which every key was logged), columns
@@ -167,25 +169,37 @@ class SweepRuns:
             τ-free losses) and ``keys``; rows in spec order, then by epoch.
 
         Raises:
-            ValueError: if a run logged none of its epochs with every key (a run trained with
-                ``log_metrics=False`` or before the key existed), naming the run and the key.
+            ValueError: ``keys`` a string or empty; a key no run logged (the message lists the
+                keys there are); a run that logged none of its epochs with every key (trained
+                with ``log_metrics=False`` or before the key existed), naming run and key.
         """
         import pandas as pd
 
+        if isinstance(keys, str) or not list(keys):
+            raise ValueError(f"keys must be a non-empty list of history keys, got {keys!r}; "
+                             f"e.g. ['positive_probability']")
         keys = list(keys)
         meta = ["run", "dataset", "regime", "loss", "temperature", "seed"]
-        rows = []
+        column = {k: f"logged_{k}" if k in meta + ["epoch"] else k for k in keys}
+        rows, seen = [], set()
         for _, res in self.results[meta].iterrows():
             history = self.run(res["run"]).history
+            for h in history:
+                seen.update(h)
+            unknown = [k for k in keys if all(k not in h for h in history)]
+            if unknown and history:
+                raise ValueError(f"no epoch of run {res['run']} has the key(s) {unknown}; its "
+                                 f"metrics.jsonl has {sorted(seen)} (a typo? a run from an "
+                                 f"older version lacks the newer keys: train it again)")
             kept = [h for h in history if all(h.get(k) is not None for k in keys)]
             if not kept:
                 absent = [k for k in keys if all(h.get(k) is None for h in history)]
                 raise ValueError(f"run {res['run']} logged no epoch with {absent or keys}: it "
                                  f"was trained with log_metrics=False or by an older version; "
                                  f"train it again (the sweep's runs folder: {self.runs_dir})")
-            rows += [{**res.to_dict(), "epoch": int(h["epoch"]), **{k: h[k] for k in keys}}
-                     for h in kept]
-        return pd.DataFrame(rows, columns=meta + ["epoch"] + keys)
+            rows += [{**res.to_dict(), "epoch": int(h["epoch"]),
+                      **{column[k]: h[k] for k in keys}} for h in kept]
+        return pd.DataFrame(rows, columns=meta + ["epoch"] + [column[k] for k in keys])
 
     def describe(self) -> str:
         """One paragraph for a notebook: profile, data, grid, where the runs are."""

@@ -447,6 +447,7 @@ class Trainer:
         stats = weighting.anchor_statistics(
             sim, pos, tau, alpha=cfg.macl_alpha, a0=cfg.macl_a0,
             macl_base=cfg.temperature if cfg.temperature_schedule == "macl" else None,
+            validate=False,  # no value read back inside the epoch
         ).to(lens.dtype)  # (b, 4)
         p = stats[:, 0]
         lens[0] += p.sum()

@@ -294,3 +294,14 @@ def test_weighting_plots_take_one_seed_and_a_tau_free_loss():
     assert all(np.isfinite(ln.get_ydata()).all() for ln in fig.axes[0].get_lines())
     fig = pe.plot_positive_probability_histograms(table)  # the trainer's range by default
     assert len([ax for ax in fig.axes if ax.get_title()]) == 3
+
+
+def test_weighting_plots_accept_an_int_epoch_and_the_decoupled_alias_and_refuse_a_bad_range():
+    fig = pe.plot_positive_probability_histograms(_lens(), epochs=20)
+    assert len(fig.axes[0].patches) == 1
+    one_epoch = _lens(epochs=(10,))
+    assert len(pe.plot_positive_probability_histograms(one_epoch).axes[0].patches) == 1
+    with pytest.raises(ValueError, match="low < high"):
+        pe.plot_positive_probability_histograms(_lens(), (0.0, -5.0))
+    fig = pe.plot_weighting_over_training(_lens(), methods=("decoupled",))
+    assert fig.axes[1].get_title() == "flat_nce"

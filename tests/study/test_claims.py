@@ -214,3 +214,12 @@ def test_measure_refuses_a_table_with_several_rows_per_run(three_seeds):
     history = pd.concat([three_seeds.assign(epoch=10), three_seeds.assign(epoch=20)])
     with pytest.raises(ValueError, match="pick one epoch"):
         ledger.measure("hard", 0.07, "tolerance_bank", table=history)
+
+
+def test_measure_on_a_table_names_an_empty_table_and_a_non_scalar_column(three_seeds):
+    ledger = Ledger(three_seeds, notebook="07_weighting_lens", noise=FLOOR)
+    epoch = three_seeds.assign(hist=[[0.5, 0.5]] * len(three_seeds))
+    with pytest.raises(ValueError, match="the table is empty"):
+        ledger.measure("hard", 0.07, "hist", table=epoch.iloc[:0])
+    with pytest.raises(ValueError, match="one number per run"):
+        ledger.measure("hard", 0.07, "hist", table=epoch)

@@ -211,5 +211,15 @@ def test_history_table_holds_every_monitored_epoch_and_names_missing_keys(tmp_pa
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps({k: v for k, v in r.items()
                                         if k != "positive_probability"}) + "\n" for r in rows))
-    with pytest.raises(ValueError, match=r"logged no epoch with \['positive_probability'\]"):
+    with pytest.raises(ValueError, match=r"has the key\(s\) \['positive_probability'\]; its "
+                                         r"metrics.jsonl has \[.*'penalty_entropy'"):
         sweep.history_table(["positive_probability"])
+    with pytest.raises(ValueError, match="a typo"):
+        sweep.history_table(["positive_probabilty"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        sweep.history_table("penalty_entropy")
+    # keys that name a run column come out renamed, the run's own columns intact
+    logged = sweep.history_table(["loss", "temperature"])
+    assert list(logged.columns[-2:]) == ["logged_loss", "logged_temperature"]
+    assert set(logged["loss"]) == {"info_nce", "simple"}
+    assert logged["logged_loss"].iloc[0] == run.history[0]["loss"]
