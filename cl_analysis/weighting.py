@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_choice, check_similarity, check_temperature
+from ._checks import check_choice, check_similarity, check_temperature, value_checks
 from .metric_losses import REDUCTIONS, _dtype, _no_autocast, _reduce
 
 __all__ = [
@@ -48,13 +48,18 @@ WEIGHTING_METHODS = ("info_nce", "flat_nce", "decoupled", "macl", "dual_temperat
 ANCHOR_STATISTICS = ("positive_probability", "flat_nce", "macl", "dual_temperature")
 
 
-def _temperature(temperature: float | Tensor, name: str = "temperature") -> float | Tensor:
-    """Validate tau > 0; a scalar tensor is returned as a 0-dim tensor (its gradient kept)."""
+def _temperature(temperature: float | Tensor, name: str = "temperature", *,
+                 read: bool = True) -> float | Tensor:
+    """Validate tau > 0; a scalar tensor is returned as a 0-dim tensor (its gradient kept).
+
+    ``read=False``: a tensor's value is not read back (shape and dtype checked only).
+    """
     if isinstance(temperature, Tensor):
         if temperature.numel() != 1 or not temperature.is_floating_point():
             raise ValueError(f"{name} must be a number or a floating scalar tensor, got "
                              f"shape {tuple(temperature.shape)} dtype {temperature.dtype}")
-        check_temperature(temperature.detach().item(), name)
+        if read:
+            check_temperature(temperature.detach().item(), name)
         return temperature.reshape(())
     return check_temperature(temperature, name)
 
@@ -91,16 +96,20 @@ def _row_sums(
         return _log_sums(_scale(s, tau), is_pos)
 
 
-def _log_one_minus_p(s: Tensor, is_pos: Tensor, tau: float | Tensor) -> Tensor:
-    """log(1 - P_ip) at ``tau``, ``(N,)``, accurate at both ends.
+def _log1m_p(l_pos: Tensor, lse_all: Tensor, lse_neg: Tensor) -> Tensor:
+    """log(1 - P_ip) from :func:`_log_sums`' terms, ``(N,)``, accurate at both ends.
 
     Near P_ip = 1: logsumexp_neg - logsumexp_all (no cancellation). Near P_ip = 0 that
     difference of two nearly equal numbers cancels (float32, many columns), so log1p(-P_ip),
     with P_ip = exp(l_pos - logsumexp_all), is used below P_ip = 1/2.
     """
-    l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
     p = torch.exp(l_pos - lse_all)  # (N,) P_ip
     return torch.where(p < 0.5, torch.log1p(-p.clamp(max=0.5)), lse_neg - lse_all)
+
+
+def _log_one_minus_p(s: Tensor, is_pos: Tensor, tau: float | Tensor) -> Tensor:
+    """log(1 - P_ip) at ``tau``, ``(N,)`` (:func:`_log1m_p`)."""
+    return _log1m_p(*_log_sums(_scale(s, tau), is_pos))
 
 
 def _weighted_info_nce(log_c: Tensor, logits: Tensor, is_pos: Tensor) -> Tensor:
@@ -208,16 +217,6 @@ def anchor_weights(
     return log_w if log else log_w.exp()
 
 
-def _monitor_temperature(value: float | Tensor, name: str) -> float | Tensor:
-    """A float tau (checked > 0) or a 0-dim tensor, detached and used as given (no read-back)."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1 or not value.is_floating_point():
-            raise ValueError(f"{name} must be a number or a floating scalar tensor, got "
-                             f"shape {tuple(value.shape)} dtype {value.dtype}")
-        return value.detach().reshape(())
-    return check_temperature(value, name)
-
-
 def anchor_statistics(
     similarity: Tensor, positive: Tensor, temperature: float | Tensor, *,
     m: float = 10.0, alpha: float = 0.5, a0: float = 0.0,
@@ -258,22 +257,10 @@ def anchor_statistics(
             alpha / a0 outside [0, 1]; with ``validate``, also non-finite similarities,
             positives out of range or a tensor tau <= 0.
     """
-    if similarity.dim() != 2 or similarity.shape[1] < 2:
-        raise ValueError(f"similarity must be (N, M) with M >= 2, got shape "
-                         f"{tuple(similarity.shape)}")
-    if not isinstance(positive, Tensor) or positive.shape != (similarity.shape[0],):
-        raise ValueError(f"positive must be a tensor of shape ({similarity.shape[0]},) (one "
-                         f"column per row of similarity), got "
-                         f"{tuple(getattr(positive, 'shape', ())) or type(positive).__name__}")
-    if positive.is_floating_point() or positive.is_complex() or positive.dtype == torch.bool:
-        raise ValueError(f"positive must hold integer column indices, got dtype {positive.dtype}")
-    if validate:
-        check_similarity(similarity, positive, unnormalized=True)  # shapes and index range
-        for name, value in (("temperature", temperature), ("macl_base", macl_base)):
-            if isinstance(value, Tensor):
-                check_temperature(value.detach(), name)
-    tau = _monitor_temperature(temperature, "temperature")
-    tau0 = tau if macl_base is None else _monitor_temperature(macl_base, "macl_base")
+    with value_checks(validate):  # shapes and dtypes always; values only when validating
+        check_similarity(similarity, positive, unnormalized=True)
+    tau = _temperature(temperature, read=validate)  # no graph: all of it runs under no_grad
+    tau0 = tau if macl_base is None else _temperature(macl_base, "macl_base", read=validate)
     m = _check_m(m)
     for name, value in (("alpha", alpha), ("a0", a0)):
         if not 0.0 <= float(value) <= 1.0:
@@ -283,9 +270,9 @@ def anchor_statistics(
         cols = torch.arange(s.shape[1], device=s.device)
         is_pos = cols.unsqueeze(0) == positive.to(s.device).long().unsqueeze(1)  # (N, M)
         with _no_autocast(s):
-            l_pos, lse_all, _ = _log_sums(_scale(s, tau), is_pos)
+            l_pos, lse_all, lse_neg = _log_sums(_scale(s, tau), is_pos)
             p = torch.exp(l_pos - lse_all)  # (N,) P_ip
-            flat = -_log_one_minus_p(s, is_pos, tau)  # (N,) -log(1 - P_ip)
+            flat = -_log1m_p(l_pos, lse_all, lse_neg)  # (N,) -log(1 - P_ip)
             align = s.masked_fill(~is_pos, 0.0).sum(1).clamp(-1, 1).mean()  # A
             factor = (1.0 + float(alpha) * (align - float(a0))).clamp_min(1e-6)
             macl_w = -_log_one_minus_p(s, is_pos, tau0 * factor)

@@ -432,7 +432,7 @@ class Trainer:
                "positive_similarity": s[2] / s[3] if s[3] else None,
                "temperature": cfg.temperature if cfg.temperature_schedule == "constant"
                else float(tau_sum) / len(batches)}  # mean τ of the epoch's steps
-        row.update(self._weighting_row(s))
+        row.update(self._weighting_row(s[3], s[4:]))
         self._queries = (torch.cat(queries), torch.cat(query_labels)) if queries else None
         return row
 
@@ -462,8 +462,8 @@ class Trainer:
         lens[k + n_w:k + 2 * n_w] += (lw * lw).sum(0)
 
     @staticmethod
-    def _weighting_row(s: list[float]) -> dict[str, Any]:
-        """The weighting lens of an epoch's monitored steps, from the read-back sums ``s``.
+    def _weighting_row(n: float, lens: list[float]) -> dict[str, Any]:
+        """The weighting lens of an epoch's ``n`` monitored anchors, from its ``lens`` sums.
 
         ``positive_probability``: mean P_ip (the positive's softmax probability at the step's
         τ, paper Eq. 2) over the epoch's anchors; ``positive_probability_hist``: the fraction of
@@ -473,16 +473,15 @@ class Trainer:
         mean and population std (ddof = 0) over anchors of log w_i
         (:func:`cl_analysis.weighting.anchor_weights`). All None in an epoch without monitor.
         """
-        n = s[3]
         if not n:
             return dict.fromkeys(WEIGHTING_KEYS)
-        row: dict[str, Any] = {"positive_probability": s[4] / n,
+        row: dict[str, Any] = {"positive_probability": lens[0] / n,
                                "positive_probability_hist": [c / n for c in
-                                                             s[5:5 + POSITIVE_BINS]]}
-        k = 5 + POSITIVE_BINS
+                                                             lens[1:1 + POSITIVE_BINS]]}
+        k, n_w = 1 + POSITIVE_BINS, len(WEIGHT_METHODS)  # the layout of _accumulate_weighting
         for j, m in enumerate(WEIGHT_METHODS):
-            mean = s[k + j] / n
-            var = max(s[k + len(WEIGHT_METHODS) + j] / n - mean * mean, 0.0)
+            mean = lens[k + j] / n
+            var = max(lens[k + n_w + j] / n - mean * mean, 0.0)
             row[f"anchor_log_weight_mean_{m}"] = mean
             row[f"anchor_log_weight_std_{m}"] = math.sqrt(var)
         return row
